@@ -1,0 +1,69 @@
+//! Errors of the byte plane.
+
+use std::io;
+
+use formats::error::{classify_io, Classify, ErrorKind};
+
+/// Errors from opening, reading and decoding a source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The user checksum did not match the source bytes.
+    #[error("Source checksum mismatch: expected {algorithm}:{expected}, got {algorithm}:{actual}")]
+    ChecksumMismatch {
+        /// Hash algorithm name.
+        algorithm: &'static str,
+        /// The expected digest, hex.
+        expected: String,
+        /// The digest of what was read, hex.
+        actual: String,
+    },
+    /// The `--checksum` value could not be understood.
+    #[error("Invalid checksum {spec:?}: {reason}")]
+    InvalidChecksum {
+        /// The value given, escaped.
+        spec: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Compression inside compression in one stage (D9).
+    #[error("Refusing nested compression: {inner} inside {outer}")]
+    NestedCompression {
+        /// The outer layer.
+        outer: &'static str,
+        /// The layer found inside it.
+        inner: &'static str,
+    },
+    /// The source could not be opened.
+    #[error("Opening source {path:?}")]
+    Opening {
+        /// The path, escaped.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading or decoding the source failed.
+    #[error("Reading the source")]
+    Reading(#[source] io::Error),
+    /// The source is not something we can read (a directory, a socket).
+    #[error("Source {path:?} is not a regular file, block device or pipe")]
+    UnsupportedSourceType {
+        /// The path, escaped.
+        path: String,
+    },
+}
+
+impl Classify for SourceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::ChecksumMismatch { .. } => ErrorKind::Integrity,
+            SourceError::InvalidChecksum { .. } => ErrorKind::Usage,
+            SourceError::NestedCompression { .. } => ErrorKind::Unsupported,
+            SourceError::Opening { .. } | SourceError::UnsupportedSourceType { .. } => {
+                ErrorKind::Source
+            }
+            SourceError::Reading(e) => classify_io(e),
+        }
+    }
+}
