@@ -1,1 +1,203 @@
-fn main(){}
+//! The `diskimport` binary: `convert` and `info` for people on a node.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use formats::error::Classify;
+use formats::ErrorKind;
+use importer::error::exit_code;
+use importer::pipeline::{self, ConvertOptions};
+use importer::sink::Preallocation;
+use importer::ImportError;
+use sources::layers::SourceFormat;
+
+#[derive(Parser, Debug)]
+#[command(name = "diskimport", version, about = "Import virtual-machine disk images as raw, in one streaming pass")]
+struct Cli {
+    /// Show more: the full error chain, and a summary after success.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Raw,
+    Qcow2,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PreallocArg {
+    Off,
+    Falloc,
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OutputArg {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert SOURCE (a path, or - for standard input) to a raw TARGET file or block device.
+    Convert {
+        /// What the source is: auto (by content), raw (copy as is), qcow2.
+        #[arg(long, value_enum, default_value = "auto")]
+        source_format: FormatArg,
+        /// Space allocation of the target.
+        #[arg(long, value_enum, default_value = "off")]
+        preallocation: PreallocArg,
+        /// Grow a file target to this size (bytes or 10Gi, 500Mi, 1G); also its capacity.
+        #[arg(long, value_parser = importer::size::parse_size)]
+        target_size: Option<u64>,
+        /// Expected checksum of the source bytes, ALGO:HEX (md5, sha1, sha256, sha512).
+        #[arg(long)]
+        checksum: Option<String>,
+        /// Block device: also zero the part past the image.
+        #[arg(long)]
+        zero_tail: bool,
+        /// Show a progress bar (default: when stderr is a terminal).
+        #[arg(long, overrides_with = "no_progress")]
+        progress: bool,
+        /// Never show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Source path, or - for standard input.
+        source: String,
+        /// Target file or block device.
+        target: PathBuf,
+    },
+    /// Describe SOURCE without writing anything.
+    Info {
+        /// What the source is: auto (by content), raw, qcow2.
+        #[arg(long, value_enum, default_value = "auto")]
+        source_format: FormatArg,
+        /// Output style.
+        #[arg(long, value_enum, default_value = "human")]
+        output: OutputArg,
+        /// Source path, or - for standard input.
+        source: String,
+    },
+}
+
+fn source_format(f: FormatArg) -> SourceFormat {
+    match f {
+        FormatArg::Auto => SourceFormat::Auto,
+        FormatArg::Raw => SourceFormat::Raw,
+        FormatArg::Qcow2 => SourceFormat::Qcow2,
+    }
+}
+
+fn run(cli: Cli) -> Result<(), ImportError> {
+    match cli.command {
+        Command::Convert {
+            source_format: fmt,
+            preallocation,
+            target_size,
+            checksum,
+            zero_tail,
+            progress,
+            no_progress,
+            source,
+            target,
+        } => {
+            let checksum = checksum
+                .map(|c| c.parse::<sources::meter::Checksum>())
+                .transpose()?;
+            let opts = ConvertOptions {
+                source,
+                target,
+                source_format: source_format(fmt),
+                preallocation: match preallocation {
+                    PreallocArg::Off => Preallocation::Off,
+                    PreallocArg::Falloc => Preallocation::Falloc,
+                    PreallocArg::Full => Preallocation::Full,
+                },
+                target_size,
+                checksum,
+                zero_tail,
+                progress: !no_progress && (progress || std::io::stderr().is_terminal()),
+            };
+            let report = pipeline::convert(&opts)?;
+            if cli.verbose {
+                eprintln!(
+                    "Converted {} ({} source bytes): {} bytes, {} data, {} zero.",
+                    report.layers,
+                    report.source_bytes,
+                    report.virtual_size,
+                    report.data_bytes,
+                    report.zero_bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Info {
+            source_format: fmt,
+            output,
+            source,
+        } => {
+            let r = pipeline::info(&source, source_format(fmt))?;
+            match output {
+                OutputArg::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).map_err(|e| ImportError::Internal(e.to_string()))?
+                ),
+                OutputArg::Human => {
+                    println!("layers: {}", r.layers.join(" -> "));
+                    println!("format: {}", r.format);
+                    println!("virtual size: {} bytes", r.virtual_size);
+                    println!("allocated: {} bytes", r.allocated_bytes);
+                    println!("zero: {} bytes", r.zero_bytes);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One line: the top message and the root cause; `-v` shows the whole chain.
+fn describe(err: &ImportError, verbose: bool) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    let mut chain = Vec::new();
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    if verbose {
+        parts.extend(chain);
+    } else if let Some(root) = chain.pop() {
+        parts.push(root);
+    }
+    parts.dedup();
+    formats::text::escape(&parts.join(": "))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .without_time()
+        .with_target(false)
+        .init();
+    let verbose = cli.verbose;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let kind: ErrorKind = e.kind();
+            eprintln!("diskimport: error[{kind}]: {}", describe(&e, verbose));
+            ExitCode::from(exit_code(kind) as u8)
+        }
+    }
+}

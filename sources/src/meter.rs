@@ -147,6 +147,18 @@ impl Meter {
         self.hasher.lock().map(|h| h.is_some()).unwrap_or(false)
     }
 
+    /// Counts `n` bytes read without hashing them (hole-aware reads,
+    /// which are only used when no checksum is asked).
+    pub fn advance(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Forgets the bytes counted so far (the prefix peeked for detection,
+    /// when the source is then re-read another way). Hashing is unaffected.
+    pub fn reset_count(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
     fn record(&self, b: &[u8]) {
         self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
         if let Ok(mut g) = self.hasher.lock() {

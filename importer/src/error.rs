@@ -1,0 +1,125 @@
+//! Errors of the importer, classified by [`ErrorKind`] for exit codes and
+//! messages.
+
+use std::io;
+
+use formats::error::{Classify, ErrorKind};
+use formats::FormatError;
+use sources::layers::LayerError;
+use sources::SourceError;
+
+/// Errors from a conversion or import.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// A format error.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// An internal failure (a worker thread panicked).
+    #[error("Internal error: {0}")]
+    Internal(String),
+    /// Detecting or decoding the source layers failed.
+    #[error(transparent)]
+    Layers(#[from] LayerError),
+    /// The target filesystem is full or over quota (D01, D02).
+    #[error("No space left on target {path:?}: the image is larger than the reported available storage")]
+    NoSpace {
+        /// The target path, escaped.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The streamed output grew past the target's capacity (C07: a
+    /// decompression bomb or an image larger than the target).
+    #[error("Image is larger than the reported available storage {available}: output passed {written} bytes")]
+    OutputTooLarge {
+        /// Output bytes reached.
+        written: u64,
+        /// The capacity.
+        available: u64,
+    },
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Writing the target failed.
+    #[error("Writing target {path:?}")]
+    Target {
+        /// The target path, escaped.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target path is not something we write to.
+    #[error("Target {path:?} {reason}")]
+    TargetNotUsable {
+        /// The target path, escaped.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The image is larger than the target (refused before writing).
+    #[error("Virtual image size {virtual_size} is larger than the reported available storage {available}")]
+    TooLarge {
+        /// The image's virtual size in bytes.
+        virtual_size: u64,
+        /// The target's capacity in bytes.
+        available: u64,
+    },
+    /// A command-line value is invalid.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Classify for ImportError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ImportError::Format(e) => e.kind(),
+            ImportError::Internal(_) => ErrorKind::Target,
+            ImportError::Layers(e) => e.kind(),
+            ImportError::NoSpace { .. } => ErrorKind::Target,
+            ImportError::OutputTooLarge { .. } | ImportError::TooLarge { .. } => ErrorKind::Size,
+            ImportError::Source(e) => e.kind(),
+            ImportError::Target { .. } | ImportError::TargetNotUsable { .. } => ErrorKind::Target,
+            ImportError::Usage(_) => ErrorKind::Usage,
+        }
+    }
+}
+
+impl ImportError {
+    /// Classifies a write error on `path`: no space and quota errors are
+    /// capacity errors (CDI's `IsNoCapacityError`).
+    pub fn writing(path: &str, source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => ImportError::NoSpace {
+                path: path.to_owned(),
+                source,
+            },
+            _ => ImportError::Target {
+                path: path.to_owned(),
+                source,
+            },
+        }
+    }
+
+    /// Wraps an error from the byte plane.
+    pub fn reading(source: io::Error) -> Self {
+        ImportError::Source(SourceError::Reading(source))
+    }
+}
+
+/// Process exit code for a failure of `kind` (`convert` and `info`; the
+/// CDI `import` entrypoint always exits 1 on failure, as CDI does).
+pub fn exit_code(kind: ErrorKind) -> i32 {
+    match kind {
+        ErrorKind::Usage => 2,
+        ErrorKind::Format | ErrorKind::Unsafe | ErrorKind::Unsupported => 3,
+        ErrorKind::Size => 4,
+        ErrorKind::Integrity | ErrorKind::Truncated => 5,
+        ErrorKind::Source | ErrorKind::Auth => 6,
+        ErrorKind::Target => 7,
+        ErrorKind::Limit => 8,
+        _ => 1,
+    }
+}

@@ -1,0 +1,352 @@
+//! The conversion pipeline: one pass, bounded memory, both cores busy.
+//!
+//! ```text
+//! producer thread                          bounded channel      consumer (this thread)
+//! source -> meter -> decoder -> Chunker  ==[QUEUE x 1 MiB]==>  split_zeroes -> coalesce -> Sink
+//!   or: sparse local file (SEEK_DATA)                          capacity check, ordering check
+//! ```
+//!
+//! The producer does the reading and decompression (xz adds its own
+//! threads); the consumer does zero detection and the writes. Everything
+//! that can refuse the import (format, size) runs before the target is
+//! created, so a refused import leaves no trace (G5).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use formats::extent::ZeroCoalescer;
+use formats::raw::{round_up_sector, Chunker};
+use formats::sink::Sink;
+use formats::zero::split_zeroes;
+use formats::{Extent, FormatError, Probe};
+use sources::file::{LocalSource, SparseFileChunks};
+use sources::layers::{open_layers, LayerOptions, Opened, SourceFormat};
+use sources::meter::{Checksum, Meter, MeteredReader};
+use sources::peek::PeekReader;
+
+use crate::error::ImportError;
+use crate::progress::ProgressBar;
+use crate::sink::{self, Preallocation, SinkOptions};
+
+/// Extents in flight between producer and consumer: with 1 MiB chunks this
+/// bounds the queue at 8 MiB whatever the image size.
+const QUEUE: usize = 8;
+
+/// What to convert, and how.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// A path, or `-` for standard input.
+    pub source: String,
+    /// The target file or block device.
+    pub target: PathBuf,
+    /// What the user says the source is.
+    pub source_format: SourceFormat,
+    /// Space allocation policy.
+    pub preallocation: Preallocation,
+    /// File targets: grow to this size; also the capacity.
+    pub target_size: Option<u64>,
+    /// Expected checksum of the source bytes.
+    pub checksum: Option<Checksum>,
+    /// Block targets: zero past the image too (D16).
+    pub zero_tail: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What a successful conversion did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    /// The layers, e.g. `xz -> raw`.
+    pub layers: String,
+    /// Size of the written image in bytes.
+    pub virtual_size: u64,
+    /// Bytes written as data.
+    pub data_bytes: u64,
+    /// Bytes that read as zero (holes or zeroed ranges).
+    pub zero_bytes: u64,
+    /// Source bytes read.
+    pub source_bytes: u64,
+    /// Whether preallocation was applied.
+    pub preallocation_applied: bool,
+    /// Warnings for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Where the extents come from.
+enum Producer {
+    /// A local raw file, read hole-aware.
+    Sparse(SparseFileChunks, Arc<Meter>),
+    /// Any byte stream (decompressed when needed).
+    Stream(Chunker<PeekReader<Box<dyn Read + Send>>>),
+}
+
+impl Producer {
+    fn next(&mut self) -> Result<Option<Extent>, ImportError> {
+        match self {
+            Producer::Sparse(chunks, meter) => {
+                let e = chunks.next_chunk().map_err(ImportError::reading)?;
+                if let Some(e) = &e {
+                    meter.advance(e.len());
+                }
+                Ok(e)
+            }
+            Producer::Stream(c) => Ok(c.next_chunk()?),
+        }
+    }
+
+    /// Runs the producer on its own thread.
+    fn spawn(mut self) -> (Receiver<Result<Extent, ImportError>>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = sync_channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("producer".into())
+            .spawn(move || loop {
+                match self.next() {
+                    Ok(Some(e)) => {
+                        if tx.send(Ok(e)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the producer thread");
+        (rx, handle)
+    }
+}
+
+/// Counts of what [`pump`] wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PumpStats {
+    /// End of the last extent: the image size.
+    pub end: u64,
+    /// Bytes written as data.
+    pub data_bytes: u64,
+    /// Bytes of zero extents.
+    pub zero_bytes: u64,
+}
+
+/// Moves every extent from `rx` into `sink`, splitting out zero blocks and
+/// merging zero runs; fails when the output passes `capacity`.
+fn pump(
+    rx: Receiver<Result<Extent, ImportError>>,
+    sink: &mut impl Sink,
+    capacity: u64,
+    target: &str,
+) -> Result<PumpStats, ImportError> {
+    let mut stats = PumpStats::default();
+    let mut coalescer = ZeroCoalescer::default();
+    let mut emit = |e: Extent| -> Result<(), ImportError> {
+        match &e {
+            Extent::Data { data, .. } => stats.data_bytes += data.len() as u64,
+            Extent::Zero { len, .. } => stats.zero_bytes += len,
+        }
+        sink.write_extent(&e)
+            .map_err(|err| ImportError::writing(target, err))
+    };
+    for item in rx {
+        let extent = item?;
+        if extent.offset() != stats.end {
+            return Err(ImportError::Internal(format!(
+                "extent at {} does not follow {}",
+                extent.offset(),
+                stats.end
+            )));
+        }
+        stats.end = extent.end();
+        if stats.end > capacity {
+            return Err(ImportError::OutputTooLarge {
+                written: stats.end,
+                available: capacity,
+            });
+        }
+        match extent {
+            Extent::Data { offset, data } => {
+                split_zeroes(offset, &data, &mut |e| coalescer.push(e, &mut emit))?;
+            }
+            zero => coalescer.push(zero, &mut emit)?,
+        }
+    }
+    coalescer.flush(&mut emit)?;
+    Ok(stats)
+}
+
+/// A source opened, its layers peeled, and the way to read it chosen.
+struct Prepared {
+    opened_layers: String,
+    warnings: Vec<String>,
+    producer: Producer,
+    /// Known before reading the data: a local uncompressed raw file.
+    virtual_size: Option<u64>,
+    meter: Arc<Meter>,
+    source_size: Option<u64>,
+}
+
+fn prepare(
+    source: &str,
+    format: SourceFormat,
+    checksum: Option<&Checksum>,
+) -> Result<Prepared, ImportError> {
+    let local = LocalSource::open(source)?;
+    let meter = Meter::new(checksum);
+    let reader = MeteredReader::new(local.reader().map_err(ImportError::reading)?, meter.clone());
+    let opts = LayerOptions {
+        format,
+        ..LayerOptions::default()
+    };
+    let opened: Opened = open_layers(Box::new(reader), &opts)?;
+    let layers = opened.describe();
+    match opened.format {
+        Probe::Raw => {}
+        Probe::Qcow { .. } | Probe::Tar => {
+            return Err(FormatError::UnsupportedFormat {
+                format: opened.format.name(),
+            }
+            .into())
+        }
+        other => {
+            return Err(FormatError::UnsupportedFormat {
+                format: other.name(),
+            }
+            .into())
+        }
+    }
+    let plain_file = local.is_regular && opened.compression.is_none();
+    let virtual_size = if plain_file {
+        local.size.map(round_up_sector)
+    } else {
+        None
+    };
+    let producer = match (&local.file, local.size) {
+        (Some(f), Some(size)) if plain_file && !meter.is_hashing() => {
+            // Hole-aware reads; the peeked prefix is simply not used.
+            let f = f.try_clone().map_err(ImportError::reading)?;
+            meter.reset_count();
+            Producer::Sparse(SparseFileChunks::new(f, size), meter.clone())
+        }
+        _ => Producer::Stream(Chunker::new(opened.reader)),
+    };
+    Ok(Prepared {
+        opened_layers: layers,
+        warnings: opened.warnings,
+        producer,
+        virtual_size,
+        meter,
+        source_size: local.size,
+    })
+}
+
+/// Converts `opts.source` into `opts.target`.
+pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
+    let prepared = prepare(&opts.source, opts.source_format, opts.checksum.as_ref())?;
+    for w in &prepared.warnings {
+        tracing::warn!("{w}.");
+    }
+    let info = sink::inspect(&opts.target, opts.target_size)?;
+    if let Some(size) = prepared.virtual_size {
+        if size > info.capacity {
+            return Err(ImportError::TooLarge {
+                virtual_size: size,
+                available: info.capacity,
+            });
+        }
+    }
+    let target = formats::text::escape(&opts.target.display().to_string());
+    let sink_opts = SinkOptions {
+        preallocation: opts.preallocation,
+        target_size: opts.target_size,
+        zero_tail: opts.zero_tail,
+    };
+    let (mut sink, guard) = sink::open(&info, sink_opts)?;
+    if let Some(size) = prepared.virtual_size {
+        sink.begin(size)
+            .map_err(|e| ImportError::writing(&target, e))?;
+    }
+    let _bar = opts
+        .progress
+        .then(|| ProgressBar::start(prepared.meter.clone(), prepared.source_size));
+    let (rx, handle) = prepared.producer.spawn();
+    let result = pump(rx, &mut sink, info.capacity, &target);
+    // The receiver is gone: the producer stops at its next send.
+    handle
+        .join()
+        .map_err(|_| ImportError::Internal("the producer thread panicked".into()))?;
+    let stats = result?;
+    // A raw file whose length is not a multiple of 512 gets a zero tail
+    // from the Chunker; the sparse path pads here (D12).
+    let size = round_up_sector(stats.end);
+    prepared.meter.verify()?;
+    let applied = sink
+        .finish(size)
+        .map_err(|e| ImportError::writing(&target, e))?;
+    guard.disarm();
+    Ok(Report {
+        layers: prepared.opened_layers,
+        virtual_size: size,
+        data_bytes: stats.data_bytes,
+        zero_bytes: stats.zero_bytes + (size - stats.end),
+        source_bytes: prepared.meter.bytes(),
+        preallocation_applied: applied,
+        warnings: prepared.warnings,
+    })
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InfoReport {
+    /// The layers, outermost first, e.g. `["xz", "raw"]`.
+    pub layers: Vec<String>,
+    /// The image format after decompression.
+    pub format: String,
+    /// Virtual size in bytes (raw: the length rounded up to 512).
+    pub virtual_size: u64,
+    /// Bytes that hold data.
+    pub allocated_bytes: u64,
+    /// Bytes that read as zero.
+    pub zero_bytes: u64,
+    /// Source bytes read.
+    pub source_bytes: u64,
+}
+
+/// A sink that only counts.
+struct CountingSink;
+
+impl Sink for CountingSink {
+    fn write_data(&mut self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write_zeroes(&mut self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Inspects a source without writing anything.
+pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportError> {
+    let prepared = prepare(source, format, None)?;
+    let layers = prepared
+        .opened_layers
+        .split(" -> ")
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let (rx, handle) = prepared.producer.spawn();
+    let result = pump(rx, &mut CountingSink, u64::MAX, "-");
+    handle
+        .join()
+        .map_err(|_| ImportError::Internal("the producer thread panicked".into()))?;
+    let stats = result?;
+    let size = round_up_sector(stats.end);
+    Ok(InfoReport {
+        format: layers.last().cloned().unwrap_or_default(),
+        layers,
+        virtual_size: size,
+        allocated_bytes: stats.data_bytes,
+        zero_bytes: stats.zero_bytes + (size - stats.end),
+        source_bytes: prepared.meter.bytes(),
+    })
+}

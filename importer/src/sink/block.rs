@@ -1,0 +1,98 @@
+//! A block-device target. A device is not known to read as zero, so every
+//! zero extent is zeroed explicitly, with `BLKZEROOUT` where the kernel
+//! offers it (never discard, which may not zero) and zero writes otherwise.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+use formats::sink::Sink;
+
+use super::file::write_zero_bytes;
+use super::{Preallocation, SinkOptions};
+
+/// `_IOR(0x12, 114, size_t)` from `<linux/fs.h>`: device size in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+/// `_IO(0x12, 127)` from `<linux/fs.h>`: zero a byte range, argument
+/// `uint64_t[2] = {start, length}`, both multiples of 512.
+const BLKZEROOUT: libc::c_ulong = 0x127f;
+
+/// The size of a block device in bytes.
+pub fn device_size(f: &File) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points
+    // to a live, properly aligned u64 on our stack.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Zeroes `[offset, offset + len)` of a device: `BLKZEROOUT` for the
+/// 512-aligned middle, zero writes for unaligned edges and where the ioctl
+/// is not supported.
+pub fn zero_range(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    let end = offset + len;
+    let a_start = offset.div_ceil(512) * 512;
+    let a_end = end / 512 * 512;
+    if a_end <= a_start {
+        return write_zero_bytes(f, offset, len);
+    }
+    write_zero_bytes(f, offset, a_start - offset)?;
+    write_zero_bytes(f, a_end, end - a_end)?;
+    let range: [u64; 2] = [a_start, a_end - a_start];
+    // SAFETY: BLKZEROOUT reads two u64s through the pointer, which points to
+    // a live array of two u64s on our stack; the kernel does not keep it.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY) | Some(libc::EINVAL) => {
+                write_zero_bytes(f, a_start, a_end - a_start)
+            }
+            _ => Err(e),
+        };
+    }
+    Ok(())
+}
+
+/// A block device being written.
+#[derive(Debug)]
+pub struct BlockSink {
+    file: File,
+    size: u64,
+    opts: SinkOptions,
+}
+
+impl BlockSink {
+    pub(crate) fn new(file: File, size: u64, opts: SinkOptions) -> Self {
+        BlockSink { file, size, opts }
+    }
+
+    /// Zeroes the tail past the image when asked (D16), then fsyncs.
+    /// Returns whether preallocation was applied (every byte of the image
+    /// range is written or zeroed on a device, so when it was asked).
+    pub fn finish(self, virtual_size: u64) -> io::Result<bool> {
+        if self.opts.zero_tail && self.size > virtual_size {
+            zero_range(&self.file, virtual_size, self.size - virtual_size)?;
+        }
+        self.file.sync_all()?;
+        Ok(self.opts.preallocation != Preallocation::Off)
+    }
+}
+
+impl Sink for BlockSink {
+    fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if self.opts.preallocation == Preallocation::Full {
+            write_zero_bytes(&self.file, offset, len)
+        } else {
+            zero_range(&self.file, offset, len)
+        }
+    }
+}
