@@ -122,8 +122,10 @@ mod tests {
             out.push(e);
             Ok::<_, ()>(())
         };
-        c.push(Extent::Zero { offset: 0, len: 10 }, &mut emit).unwrap();
-        c.push(Extent::Zero { offset: 10, len: 5 }, &mut emit).unwrap();
+        c.push(Extent::Zero { offset: 0, len: 10 }, &mut emit)
+            .unwrap();
+        c.push(Extent::Zero { offset: 10, len: 5 }, &mut emit)
+            .unwrap();
         c.push(
             Extent::Data {
                 offset: 15,
@@ -132,7 +134,8 @@ mod tests {
             &mut emit,
         )
         .unwrap();
-        c.push(Extent::Zero { offset: 16, len: 4 }, &mut emit).unwrap();
+        c.push(Extent::Zero { offset: 16, len: 4 }, &mut emit)
+            .unwrap();
         c.flush(&mut emit).unwrap();
         assert_eq!(
             out,

@@ -41,7 +41,7 @@ impl ReadAt for Vec<u8> {
 
 impl ReadAt for std::fs::File {
     fn size(&self) -> u64 {
-        self.metadata().map(|m| m.len()).unwrap_or(0)
+        self.metadata().map_or(0, |m| m.len())
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {

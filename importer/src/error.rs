@@ -22,7 +22,9 @@ pub enum ImportError {
     #[error(transparent)]
     Layers(#[from] LayerError),
     /// The target filesystem is full or over quota (D01, D02).
-    #[error("No space left on target {path:?}: the image is larger than the reported available storage")]
+    #[error(
+        "No space left on target {path:?}: the image is larger than the reported available storage"
+    )]
     NoSpace {
         /// The target path, escaped.
         path: String,

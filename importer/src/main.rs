@@ -14,7 +14,11 @@ use importer::ImportError;
 use sources::layers::SourceFormat;
 
 #[derive(Parser, Debug)]
-#[command(name = "diskimport", version, about = "Import virtual-machine disk images as raw, in one streaming pass")]
+#[command(
+    name = "diskimport",
+    version,
+    about = "Import virtual-machine disk images as raw, in one streaming pass"
+)]
 struct Cli {
     /// Show more: the full error chain, and a summary after success.
     #[arg(short, long, global = true)]
@@ -146,7 +150,8 @@ fn run(cli: Cli) -> Result<(), ImportError> {
             match output {
                 OutputArg::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&r).map_err(|e| ImportError::Internal(e.to_string()))?
+                    serde_json::to_string_pretty(&r)
+                        .map_err(|e| ImportError::Internal(e.to_string()))?
                 ),
                 OutputArg::Human => {
                     println!("layers: {}", r.layers.join(" -> "));

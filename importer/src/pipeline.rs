@@ -97,7 +97,12 @@ impl Producer {
     }
 
     /// Runs the producer on its own thread.
-    fn spawn(mut self) -> (Receiver<Result<Extent, ImportError>>, std::thread::JoinHandle<()>) {
+    fn spawn(
+        mut self,
+    ) -> (
+        Receiver<Result<Extent, ImportError>>,
+        std::thread::JoinHandle<()>,
+    ) {
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("producer".into())

@@ -33,8 +33,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if int.len() > 30 || frac.len() > 18 {
         return Err(bad());
     }
-    let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-    let frac_val: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let frac_val: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad())?
+    };
     let scale = 10u128.pow(frac.len() as u32);
     let total = int
         .checked_mul(mult)
@@ -59,7 +67,15 @@ mod tests {
 
     #[test]
     fn malformed_sizes_are_refused() {
-        for s in ["", "Gi", "10Q", "1.2.3", "-5", "99999999999999999999999Ei", "1e3"] {
+        for s in [
+            "",
+            "Gi",
+            "10Q",
+            "1.2.3",
+            "-5",
+            "99999999999999999999999Ei",
+            "1e3",
+        ] {
             assert!(parse_size(s).is_err(), "{s}");
         }
     }

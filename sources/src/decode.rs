@@ -83,7 +83,10 @@ fn classify_decoder_error(format: &'static str, e: io::Error) -> io::Error {
     }
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
-    if let Some(x) = e.get_ref().and_then(|i| i.downcast_ref::<liblzma::stream::Error>()) {
+    if let Some(x) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<liblzma::stream::Error>())
+    {
         return match x {
             liblzma::stream::Error::MemLimit | liblzma::stream::Error::Mem => kinded_io(
                 ErrorKind::Limit,
@@ -100,7 +103,10 @@ fn classify_decoder_error(format: &'static str, e: io::Error) -> io::Error {
         || lower.contains("premature")
         || lower.contains("unexpected end")
     {
-        return kinded_io(ErrorKind::Truncated, format!("{format} stream is truncated"));
+        return kinded_io(
+            ErrorKind::Truncated,
+            format!("{format} stream is truncated"),
+        );
     }
     if lower.contains("checksum") || lower.contains("matching size") {
         return kinded_io(
@@ -111,11 +117,16 @@ fn classify_decoder_error(format: &'static str, e: io::Error) -> io::Error {
     if lower.contains("window") || lower.contains("memory") {
         return kinded_io(
             ErrorKind::Limit,
-            format!("{format} frame needs a window above the limit of 2^{ZSTD_WINDOW_LOG_MAX} bytes"),
+            format!(
+                "{format} frame needs a window above the limit of 2^{ZSTD_WINDOW_LOG_MAX} bytes"
+            ),
         );
     }
     if lower.contains("unknown frame descriptor") {
-        return kinded_io(ErrorKind::Format, format!("Trailing data after {format} stream"));
+        return kinded_io(
+            ErrorKind::Format,
+            format!("Trailing data after {format} stream"),
+        );
     }
     kinded_io(ErrorKind::Format, format!("Invalid {format} data: {text}"))
 }
@@ -190,7 +201,9 @@ impl<R: Read + Send + 'static> MemberFormat<R> for XzFormat {
             .memlimit_stop(XZ_MEMLIMIT_STOP)
             .decoder()
             .map_err(io::Error::from)?;
-        Ok(Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream)))
+        Ok(Box::new(liblzma::bufread::XzDecoder::new_stream(
+            input, stream,
+        )))
     }
 }
 
@@ -298,7 +311,12 @@ fn check_gzip_header(prefix: &[u8], at_eof: bool) -> io::Result<()> {
     const FEXTRA: u8 = 4;
     const FNAME: u8 = 8;
     const FCOMMENT: u8 = 16;
-    let truncated = || kinded_io(ErrorKind::Truncated, "gzip stream is truncated in a member header");
+    let truncated = || {
+        kinded_io(
+            ErrorKind::Truncated,
+            "gzip stream is truncated in a member header",
+        )
+    };
     if prefix.len() < 10 {
         return Err(truncated());
     }
@@ -310,7 +328,10 @@ fn check_gzip_header(prefix: &[u8], at_eof: bool) -> io::Result<()> {
     }
     for flag in [FNAME, FCOMMENT] {
         if flags & flag != 0 {
-            match prefix.get(pos..).and_then(|r| r.iter().position(|&b| b == 0)) {
+            match prefix
+                .get(pos..)
+                .and_then(|r| r.iter().position(|&b| b == 0))
+            {
                 Some(nul) => pos += nul + 1,
                 None if at_eof => return Err(truncated()),
                 None => {

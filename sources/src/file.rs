@@ -44,7 +44,10 @@ impl LocalSource {
         let size = if ft.is_file() {
             Some(meta.len())
         } else if ft.is_block_device() {
-            Some(rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0)).map_err(|e| opening(e.into()))?)
+            Some(
+                rustix::fs::seek(&file, rustix::fs::SeekFrom::End(0))
+                    .map_err(|e| opening(e.into()))?,
+            )
         } else if ft.is_fifo() || ft.is_char_device() {
             None
         } else {

@@ -119,7 +119,10 @@ pub fn open_layers(input: Box<dyn Read + Send>, opts: &LayerOptions) -> Result<O
         let d = decoder(first, outer, opts.xz_threads).map_err(SourceError::Reading)?;
         (Some(first), PeekReader::new(d))
     } else {
-        (None, PeekReader::new(Box::new(outer) as Box<dyn Read + Send>))
+        (
+            None,
+            PeekReader::new(Box::new(outer) as Box<dyn Read + Send>),
+        )
     };
     let format = if compression.is_some() {
         probe(&mut reader)?

@@ -61,7 +61,9 @@ impl std::str::FromStr for Checksum {
             spec: formats::text::escape(spec),
             reason,
         };
-        let (algo, hex_digest) = spec.split_once(':').ok_or_else(|| invalid("expected ALGO:HEX"))?;
+        let (algo, hex_digest) = spec
+            .split_once(':')
+            .ok_or_else(|| invalid("expected ALGO:HEX"))?;
         let algorithm = match algo.to_ascii_lowercase().as_str() {
             "md5" => Algorithm::Md5,
             "sha1" => Algorithm::Sha1,
@@ -122,7 +124,9 @@ pub struct Meter {
 
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Meter").field("bytes", &self.bytes()).finish()
+        f.debug_struct("Meter")
+            .field("bytes", &self.bytes())
+            .finish()
     }
 }
 
@@ -144,7 +148,7 @@ impl Meter {
 
     /// Whether a checksum is being computed.
     pub fn is_hashing(&self) -> bool {
-        self.hasher.lock().map(|h| h.is_some()).unwrap_or(false)
+        self.hasher.lock().is_ok_and(|h| h.is_some())
     }
 
     /// Counts `n` bytes read without hashing them (hole-aware reads,
@@ -240,7 +244,11 @@ mod tests {
     fn meter_reports_mismatch() {
         let c: Checksum = "md5:00000000000000000000000000000000".parse().unwrap();
         let m = Meter::new(Some(&c));
-        io::copy(&mut MeteredReader::new(&b"abc"[..], m.clone()), &mut io::sink()).unwrap();
+        io::copy(
+            &mut MeteredReader::new(&b"abc"[..], m.clone()),
+            &mut io::sink(),
+        )
+        .unwrap();
         let e = m.verify().unwrap_err();
         assert!(e.to_string().contains("checksum mismatch"));
     }

@@ -196,7 +196,10 @@ pub fn open(info: &TargetInfo, opts: SinkOptions) -> Result<(AnySink, CleanupGua
                 .open(path)
                 .map_err(err)?;
             let guard = CleanupGuard::new(path, Cleanup::WipeDevice(f.try_clone().map_err(err)?));
-            Ok((AnySink::Block(BlockSink::new(f, info.capacity, opts)), guard))
+            Ok((
+                AnySink::Block(BlockSink::new(f, info.capacity, opts)),
+                guard,
+            ))
         }
         TargetKind::File => {
             let mut o = File::options();

@@ -1,0 +1,155 @@
+//! File targets: hostile-inputs.md section 3.9 (D01-D12) and the failure
+//! semantics of G5.
+
+use std::path::Path;
+
+use crate::common::*;
+
+#[test]
+fn d01_disk_full_mid_write_fails_and_removes_the_file() {
+    if !privileged() {
+        return;
+    }
+    let fs = Tmpfs::new("8m");
+    let d = tmp();
+    // Random-looking data that cannot be sparse, streamed (size unknown up
+    // front), with a declared capacity above the real free space.
+    let src = put(d.path(), "big.gz", &gz(&pattern(20 << 20)));
+    let out_path = fs.path("out.raw");
+    let out = run(&[
+        "convert",
+        "--no-progress",
+        "--target-size",
+        "64Mi",
+        &src,
+        out_path.to_str().unwrap(),
+    ]);
+    fails(
+        &out,
+        "target",
+        "is larger than the reported available storage",
+    );
+    assert!(!out_path.exists(), "partial target left behind");
+}
+
+#[test]
+fn d03_falloc_without_space_fails_before_writing_data() {
+    if !privileged() {
+        return;
+    }
+    let fs = Tmpfs::new("8m");
+    let d = tmp();
+    let src = put(d.path(), "disk.img", &sparse_image(32 << 20));
+    let out_path = fs.path("out.raw");
+    let out = run(&[
+        "convert",
+        "--no-progress",
+        "--preallocation",
+        "falloc",
+        "--target-size",
+        "32Mi",
+        &src,
+        out_path.to_str().unwrap(),
+    ]);
+    fails(&out, "target", "storage");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn image_larger_than_free_space_is_refused_before_creating_the_target() {
+    if !privileged() {
+        return;
+    }
+    let fs = Tmpfs::new("4m");
+    let d = tmp();
+    let src = put(d.path(), "disk.img", &pattern(8 << 20));
+    let out_path = fs.path("out.raw");
+    let out = run(&["convert", "--no-progress", &src, out_path.to_str().unwrap()]);
+    fails(
+        &out,
+        "size",
+        "is larger than the reported available storage",
+    );
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn d09_symlink_target_is_refused_and_its_destination_untouched() {
+    let d = tmp();
+    let victim = put(d.path(), "victim", b"precious");
+    let link = path(d.path(), "disk.img");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let src = put(d.path(), "src.img", &pattern(4096));
+    let out = run(&["convert", "--no-progress", &src, &link]);
+    fails(&out, "target", "symbolic link");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn directory_target_is_refused() {
+    let d = tmp();
+    let src = put(d.path(), "src.img", &pattern(4096));
+    let out = run(&["convert", "--no-progress", &src, d.path().to_str().unwrap()]);
+    fails(&out, "target", "not a regular file");
+}
+
+#[test]
+fn d10_existing_target_is_overwritten_completely() {
+    let d = tmp();
+    let out_path = put(d.path(), "out.raw", &vec![0x5a; 8 << 20]);
+    let img = sparse_image(4 << 20);
+    let src = put(d.path(), "src.img", &img);
+    ok(&run(&["convert", "--no-progress", &src, &out_path]));
+    // No byte of the old content survives, in the holes or past the end.
+    assert_eq!(std::fs::read(&out_path).unwrap(), img);
+}
+
+#[test]
+fn failed_import_over_existing_file_truncates_it() {
+    let d = tmp();
+    let out_path = put(d.path(), "out.raw", &vec![0x5a; 1 << 20]);
+    let v = gz(&pattern(2 << 20));
+    let src = put(d.path(), "trunc.gz", &v[..v.len() / 2]);
+    let out = run(&["convert", "--no-progress", &src, &out_path]);
+    fails(&out, "truncated", "truncated");
+    assert_eq!(std::fs::metadata(&out_path).unwrap().len(), 0);
+}
+
+#[test]
+fn refused_import_leaves_existing_target_untouched() {
+    // REJECT: nothing is written, not even the truncation.
+    let d = tmp();
+    let out_path = put(d.path(), "out.raw", b"old");
+    let src = put(d.path(), "nested.gz", &gz(&gz(b"x")));
+    let out = run(&["convert", "--no-progress", &src, &out_path]);
+    fails(&out, "unsupported", "nested compression");
+    assert_eq!(std::fs::read(&out_path).unwrap(), b"old");
+}
+
+#[test]
+fn missing_source_fails_without_creating_target() {
+    let d = tmp();
+    let out_path = path(d.path(), "out.raw");
+    let out = run(&[
+        "convert",
+        "--no-progress",
+        &path(d.path(), "nope"),
+        &out_path,
+    ]);
+    fails(&out, "source", "nope");
+    assert!(!Path::new(&out_path).exists());
+}
+
+#[test]
+fn new_target_file_is_sparse_and_mode_0644() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp();
+    let mut img = vec![0u8; 32 << 20];
+    img[..4096].fill(1);
+    let src = put(d.path(), "src.img", &img);
+    let out_path = path(d.path(), "out.raw");
+    ok(&run(&["convert", "--no-progress", &src, &out_path]));
+    assert!(allocated(&out_path) <= 64 << 10);
+    let mode = std::fs::metadata(&out_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
+}
