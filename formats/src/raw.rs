@@ -9,14 +9,16 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
-use bytes::BytesMut;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use bytes::{Bytes, BytesMut};
 
 use crate::zero::split_zeroes;
 use crate::{Extent, ExtentReader, FormatError};
 
 /// Size of the chunks a [`Chunker`] reads; a multiple of every zero and
 /// sector granularity.
-pub const CHUNK_SIZE: usize = 1 << 20;
+pub const CHUNK_SIZE: usize = 512 << 10;
 
 /// Sector size that raw output lengths are rounded up to.
 pub const SECTOR: u64 = 512;
@@ -26,12 +28,29 @@ pub fn round_up_sector(n: u64) -> u64 {
     n.div_ceil(SECTOR) * SECTOR
 }
 
+/// Hands used chunk buffers back to the [`Chunker`] that made them, so
+/// they are reused instead of being allocated and zeroed again for every
+/// MiB of a 10 GiB image.
+#[derive(Debug, Clone)]
+pub struct BufferReturn(SyncSender<BytesMut>);
+
+impl BufferReturn {
+    /// Gives back the buffer behind `data` if nothing else refers to it.
+    pub fn give(&self, data: Bytes) {
+        if let Ok(buf) = data.try_into_mut() {
+            // A full pool just drops the buffer.
+            let _ = self.0.try_send(buf);
+        }
+    }
+}
+
 /// Reads a byte stream in [`CHUNK_SIZE`] pieces, as data extents.
 #[derive(Debug)]
 pub struct Chunker<R> {
     inner: R,
     offset: u64,
     done: bool,
+    pool: Option<Receiver<BytesMut>>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -41,7 +60,31 @@ impl<R: Read> Chunker<R> {
             inner,
             offset: 0,
             done: false,
+            pool: None,
         }
+    }
+
+    /// Returns a handle through which consumers give chunk buffers back;
+    /// at most `depth` idle buffers are kept.
+    pub fn recycle(&mut self, depth: usize) -> BufferReturn {
+        let (tx, rx) = sync_channel(depth);
+        self.pool = Some(rx);
+        BufferReturn(tx)
+    }
+
+    fn buffer(&mut self) -> BytesMut {
+        if let Some(mut b) = self.pool.as_ref().and_then(|p| p.try_recv().ok()) {
+            if b.capacity() >= CHUNK_SIZE {
+                // Only the part never written before needs zeroing.
+                if b.len() < CHUNK_SIZE {
+                    b.resize(CHUNK_SIZE, 0);
+                } else {
+                    b.truncate(CHUNK_SIZE);
+                }
+                return b;
+            }
+        }
+        BytesMut::zeroed(CHUNK_SIZE)
     }
 
     /// Bytes read so far.
@@ -55,7 +98,7 @@ impl<R: Read> Chunker<R> {
         if self.done {
             return Ok(None);
         }
-        let mut buf = BytesMut::zeroed(CHUNK_SIZE);
+        let mut buf = self.buffer();
         let mut filled = 0;
         while filled < CHUNK_SIZE {
             match self.inner.read(&mut buf[filled..]) {
@@ -145,6 +188,23 @@ mod tests {
         assert_eq!(size, 1024);
         assert_eq!(&sink.contents()[..1000], &data[..]);
         assert_eq!(&sink.contents()[1000..], &[0u8; 24][..]);
+    }
+
+    #[test]
+    fn returned_buffers_are_reused() {
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+        let mut c = Chunker::new(&data[..]);
+        let ret = c.recycle(2);
+        let Some(Extent::Data { data: first, .. }) = c.next_chunk().unwrap() else {
+            panic!("expected data");
+        };
+        let ptr = first.as_ptr();
+        ret.give(first);
+        let Some(Extent::Data { data: second, .. }) = c.next_chunk().unwrap() else {
+            panic!("expected data");
+        };
+        assert_eq!(second.as_ptr(), ptr, "buffer not reused");
+        assert_eq!(&second[..], &data[CHUNK_SIZE..2 * CHUNK_SIZE]);
     }
 
     #[test]

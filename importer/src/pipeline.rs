@@ -17,7 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use formats::extent::ZeroCoalescer;
-use formats::raw::{round_up_sector, Chunker};
+use formats::raw::{round_up_sector, BufferReturn, Chunker};
 use formats::sink::Sink;
 use formats::zero::split_zeroes;
 use formats::{Extent, FormatError, Probe};
@@ -32,7 +32,7 @@ use crate::sink::{self, Preallocation, SinkOptions};
 
 /// Extents in flight between producer and consumer: with 1 MiB chunks this
 /// bounds the queue at 8 MiB whatever the image size.
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 
 /// What to convert, and how.
 #[derive(Debug, Clone, Default)]
@@ -97,12 +97,11 @@ impl Producer {
     }
 
     /// Runs the producer on its own thread.
-    fn spawn(
-        mut self,
-    ) -> (
-        Receiver<Result<Extent, ImportError>>,
-        std::thread::JoinHandle<()>,
-    ) {
+    fn spawn(mut self) -> Spawned {
+        let recycle = match &mut self {
+            Producer::Stream(c) => Some(c.recycle(QUEUE)),
+            Producer::Sparse(..) => None,
+        };
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("producer".into())
@@ -121,7 +120,35 @@ impl Producer {
                 }
             })
             .expect("spawning the producer thread");
-        (rx, handle)
+        Spawned {
+            rx,
+            handle,
+            recycle,
+        }
+    }
+}
+
+/// A running producer.
+struct Spawned {
+    rx: Receiver<Result<Extent, ImportError>>,
+    handle: std::thread::JoinHandle<()>,
+    recycle: Option<BufferReturn>,
+}
+
+impl Spawned {
+    /// Pumps everything into `sink`, then waits for the producer.
+    fn run(
+        self,
+        sink: &mut impl Sink,
+        capacity: u64,
+        target: &str,
+    ) -> Result<PumpStats, ImportError> {
+        let result = pump(self.rx, self.recycle, sink, capacity, target);
+        // The receiver is gone: the producer stops at its next send.
+        self.handle
+            .join()
+            .map_err(|_| ImportError::Internal("the producer thread panicked".into()))?;
+        result
     }
 }
 
@@ -140,6 +167,7 @@ pub struct PumpStats {
 /// merging zero runs; fails when the output passes `capacity`.
 fn pump(
     rx: Receiver<Result<Extent, ImportError>>,
+    recycle: Option<BufferReturn>,
     sink: &mut impl Sink,
     capacity: u64,
     target: &str,
@@ -173,6 +201,9 @@ fn pump(
         match extent {
             Extent::Data { offset, data } => {
                 split_zeroes(offset, &data, &mut |e| coalescer.push(e, &mut emit))?;
+                if let Some(r) = &recycle {
+                    r.give(data);
+                }
             }
             zero => coalescer.push(zero, &mut emit)?,
         }
@@ -275,13 +306,10 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     let _bar = opts
         .progress
         .then(|| ProgressBar::start(prepared.meter.clone(), prepared.source_size));
-    let (rx, handle) = prepared.producer.spawn();
-    let result = pump(rx, &mut sink, info.capacity, &target);
-    // The receiver is gone: the producer stops at its next send.
-    handle
-        .join()
-        .map_err(|_| ImportError::Internal("the producer thread panicked".into()))?;
-    let stats = result?;
+    let stats = prepared
+        .producer
+        .spawn()
+        .run(&mut sink, info.capacity, &target)?;
     // A raw file whose length is not a multiple of 512 gets a zero tail
     // from the Chunker; the sparse path pads here (D12).
     let size = round_up_sector(stats.end);
@@ -339,12 +367,10 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
         .split(" -> ")
         .map(str::to_owned)
         .collect::<Vec<_>>();
-    let (rx, handle) = prepared.producer.spawn();
-    let result = pump(rx, &mut CountingSink, u64::MAX, "-");
-    handle
-        .join()
-        .map_err(|_| ImportError::Internal("the producer thread panicked".into()))?;
-    let stats = result?;
+    let stats = prepared
+        .producer
+        .spawn()
+        .run(&mut CountingSink, u64::MAX, "-")?;
     let size = round_up_sector(stats.end);
     Ok(InfoReport {
         format: layers.last().cloned().unwrap_or_default(),

@@ -15,9 +15,13 @@ use crate::peek::PeekReader;
 
 /// xz: decoding stops above this much memory (C11).
 pub const XZ_MEMLIMIT_STOP: u64 = 512 << 20;
-/// xz: multi-threaded decoding is used only within this much memory;
-/// beyond it liblzma falls back to one thread.
-pub const XZ_MEMLIMIT_THREADING: u64 = 256 << 20;
+/// xz: threads decode blocks in parallel only within this much memory;
+/// beyond it liblzma runs fewer threads. The spec allows up to 256 MiB;
+/// 48 MiB keeps two threads busy on `xz -T2 -3` files (12 MiB blocks) while
+/// the whole process stays under its 64 MiB RSS budget (measured in
+/// benches/RESULTS.md: 256 MiB bought no measurable speed, and 25 MiB more
+/// RSS).
+pub const XZ_MEMLIMIT_THREADING: u64 = 48 << 20;
 /// zstd: the largest window accepted, as a power of two (128 MiB, zstd's
 /// own default limit): frames made with `--long=31` are refused (C13).
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;

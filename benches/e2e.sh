@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# End-to-end comparisons on the shared bench image, in one run, same machine.
+# Usage: benches/e2e.sh DIR [BIN]   (DIR made by ../shared/bench/make-osimg.sh)
+# Prints a markdown table: command, our median, anchor median, ratio, our peak RSS.
+set -euo pipefail
+D=$(cd "${1:?bench dir}" && pwd)
+BIN=$(realpath "${2:-target/release/diskimport}")
+RUNS=${RUNS:-3}
+command -v hyperfine >/dev/null && command -v pigz >/dev/null && [ -x /usr/bin/time ] || {
+  apt-get update -qq && apt-get install -y -qq hyperfine pigz time >/dev/null; }
+cd "$D"
+PREP='rm -f out.raw; sync'
+
+median() { # name cmd...
+  local name=$1; shift
+  hyperfine -N --runs "$RUNS" --warmup 0 --prepare "$PREP" --export-json "e2e-$name.json" "$@" >/dev/null 2>&1 ||
+    hyperfine --runs "$RUNS" --warmup 0 --prepare "$PREP" --export-json "e2e-$name.json" "$@" >/dev/null
+  python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "e2e-$name.json"
+}
+rss() { # cmd... -> peak RSS in MiB
+  rm -f out.raw; sync
+  /usr/bin/time -f %M -o rss.txt "$@" >/dev/null 2>&1
+  echo "$(( $(cat rss.txt) / 1024 ))"
+}
+row() { # label ours-cmd anchor-label anchor-cmd
+  local label=$1 ours=$2 alabel=$3 anchor=$4
+  local o a r m
+  o=$(median "ours-$label" "$ours")
+  a=$(median "anchor-$label" "$anchor")
+  r=$(python3 -c "print('%.2f' % ($o / $a))")
+  m=$(rss sh -c "$ours")
+  echo "| \`$ours\` | $o s | \`$alabel\` | $a s | ${r}x | $m MiB |"
+}
+
+echo "| ours | median | anchor | median | ratio | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row gz  "$BIN convert --no-progress os.raw.gz out.raw" "pigz -dc os.raw.gz | dd of=out.raw bs=64k conv=sparse" \
+  "sh -c 'pigz -dc os.raw.gz | dd of=out.raw bs=64k conv=sparse status=none'"
+row xz  "$BIN convert --no-progress os.raw.xz out.raw" "xz -T2 -dc os.raw.xz > /dev/null" \
+  "sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
+row raw "$BIN convert --no-progress os.raw out.raw" "qemu-img convert -t none -f raw -O raw os.raw out.raw" \
+  "qemu-img convert -t none -f raw -O raw os.raw out.raw"
+rm -f out.raw rss.txt
