@@ -86,6 +86,9 @@ pub enum FormatError {
     /// inside a `Read` chain); its kind is preserved.
     #[error("{0}")]
     Classified(#[source] io::Error, ErrorKind),
+    /// A qcow2 error.
+    #[error(transparent)]
+    Qcow2(#[from] crate::qcow2::Qcow2Error),
     /// The stream was expected to be of one format and is not.
     #[error("Source is not a {expected} image (detected {found})")]
     NotExpectedFormat {
@@ -123,6 +126,7 @@ impl Classify for FormatError {
         match self {
             FormatError::Classified(_, kind) => *kind,
             FormatError::NotExpectedFormat { .. } => ErrorKind::Format,
+            FormatError::Qcow2(e) => e.kind(),
             FormatError::Reading { source, .. } => classify_io(source),
             FormatError::UnsupportedFormat { .. } | FormatError::UnsupportedVersion { .. } => {
                 ErrorKind::Unsupported

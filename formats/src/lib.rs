@@ -38,6 +38,7 @@
 pub mod error;
 pub mod extent;
 pub mod probe;
+pub mod qcow2;
 pub mod raw;
 pub mod read_at;
 pub mod sink;

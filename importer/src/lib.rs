@@ -31,5 +31,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod sink;
 pub mod size;
+pub mod spool;
 
 pub use error::ImportError;

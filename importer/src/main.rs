@@ -159,6 +159,14 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                     println!("virtual size: {} bytes", r.virtual_size);
                     println!("allocated: {} bytes", r.allocated_bytes);
                     println!("zero: {} bytes", r.zero_bytes);
+                    if let Some(q) = &r.qcow2 {
+                        println!("qcow2 version: {}", q.version);
+                        println!("cluster size: {} bytes", q.cluster_size);
+                        println!("compression type: {}", q.compression_type);
+                        println!("data clusters: {} bytes", q.data_bytes);
+                        println!("compressed clusters: {} bytes", q.compressed_bytes);
+                        println!("features: {}", q.features.join(", "));
+                    }
                 }
             }
             Ok(())

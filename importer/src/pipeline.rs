@@ -11,16 +11,18 @@
 //! that can refuse the import (format, size) runs before the target is
 //! created, so a refused import leaves no trace (G5).
 
+use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use formats::extent::ZeroCoalescer;
+use formats::qcow2::Qcow2Reader;
 use formats::raw::{round_up_sector, BufferReturn, Chunker};
 use formats::sink::Sink;
 use formats::zero::split_zeroes;
-use formats::{Extent, FormatError, Probe};
+use formats::{Extent, ExtentReader, FormatError, Probe};
 use sources::file::{LocalSource, SparseFileChunks};
 use sources::layers::{open_layers, LayerOptions, Opened, SourceFormat};
 use sources::meter::{Checksum, Meter, MeteredReader};
@@ -29,6 +31,7 @@ use sources::peek::PeekReader;
 use crate::error::ImportError;
 use crate::progress::ProgressBar;
 use crate::sink::{self, Preallocation, SinkOptions};
+use crate::spool;
 
 /// Extents in flight between producer and consumer: with 1 MiB chunks this
 /// bounds the queue at 8 MiB whatever the image size.
@@ -80,6 +83,8 @@ enum Producer {
     Sparse(SparseFileChunks, Arc<Meter>),
     /// Any byte stream (decompressed when needed).
     Stream(Chunker<PeekReader<Box<dyn Read + Send>>>),
+    /// A qcow2 image read by random access.
+    Qcow2(Box<Qcow2Reader<File>>),
 }
 
 impl Producer {
@@ -93,6 +98,7 @@ impl Producer {
                 Ok(e)
             }
             Producer::Stream(c) => Ok(c.next_chunk()?),
+            Producer::Qcow2(r) => Ok(r.next_extent()?),
         }
     }
 
@@ -100,7 +106,7 @@ impl Producer {
     fn spawn(mut self) -> Spawned {
         let recycle = match &mut self {
             Producer::Stream(c) => Some(c.recycle(QUEUE)),
-            Producer::Sparse(..) => None,
+            Producer::Sparse(..) | Producer::Qcow2(_) => None,
         };
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
@@ -217,8 +223,10 @@ struct Prepared {
     opened_layers: String,
     warnings: Vec<String>,
     producer: Producer,
-    /// Known before reading the data: a local uncompressed raw file.
+    /// Known before reading the data: a local uncompressed raw file, qcow2.
     virtual_size: Option<u64>,
+    /// Header facts when the image is qcow2.
+    qcow2: Option<QcowFacts>,
     meter: Arc<Meter>,
     source_size: Option<u64>,
 }
@@ -235,15 +243,38 @@ fn prepare(
         format,
         ..LayerOptions::default()
     };
-    let opened: Opened = open_layers(Box::new(reader), &opts)?;
+    let mut opened: Opened = open_layers(Box::new(reader), &opts)?;
     let layers = opened.describe();
+    let plain_file = local.is_regular && opened.compression.is_none();
+    let mut qcow2 = None;
     match opened.format {
         Probe::Raw => {}
-        Probe::Qcow { .. } | Probe::Tar => {
-            return Err(FormatError::UnsupportedFormat {
-                format: opened.format.name(),
-            }
-            .into())
+        Probe::Qcow { .. } => {
+            let file = match (&local.file, plain_file) {
+                (Some(f), true) => {
+                    if meter.is_hashing() {
+                        // Random access bypasses the stream: hash the file
+                        // first, so a mismatch refuses the import before
+                        // the target exists.
+                        std::io::copy(&mut opened.reader, &mut std::io::sink())
+                            .map_err(ImportError::reading)?;
+                        meter.verify()?;
+                    }
+                    f.try_clone().map_err(ImportError::reading)?
+                }
+                _ => {
+                    let dir = std::env::temp_dir();
+                    let (f, spilled) = spool::spool(&mut opened.reader, &dir, u64::MAX)
+                        .map_err(ImportError::reading)?;
+                    tracing::warn!(
+                        spilled,
+                        dir = %dir.display(),
+                        "qcow2 from a stream was spooled to scratch space before conversion."
+                    );
+                    f
+                }
+            };
+            qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
         }
         other => {
             return Err(FormatError::UnsupportedFormat {
@@ -252,7 +283,18 @@ fn prepare(
             .into())
         }
     }
-    let plain_file = local.is_regular && opened.compression.is_none();
+    let source_size = local.size;
+    if let Some(r) = qcow2 {
+        return Ok(Prepared {
+            opened_layers: layers,
+            warnings: opened.warnings,
+            virtual_size: r.virtual_size(),
+            qcow2: Some(QcowFacts::of(&r)),
+            producer: Producer::Qcow2(Box::new(r)),
+            meter,
+            source_size,
+        });
+    }
     let virtual_size = if plain_file {
         local.size.map(round_up_sector)
     } else {
@@ -272,9 +314,44 @@ fn prepare(
         warnings: opened.warnings,
         producer,
         virtual_size,
+        qcow2: None,
         meter,
-        source_size: local.size,
+        source_size,
     })
+}
+
+/// qcow2 facts for `info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QcowFacts {
+    /// Header version (2 or 3).
+    pub version: u32,
+    /// Cluster size in bytes.
+    pub cluster_size: u64,
+    /// Compression type of compressed clusters.
+    pub compression_type: &'static str,
+    /// Features present.
+    pub features: Vec<&'static str>,
+    /// Guest bytes in plain data clusters.
+    pub data_bytes: u64,
+    /// Guest bytes in compressed clusters.
+    pub compressed_bytes: u64,
+    /// Guest bytes that read as zero.
+    pub zero_bytes: u64,
+}
+
+impl QcowFacts {
+    fn of(r: &Qcow2Reader<File>) -> Self {
+        let h = r.header();
+        QcowFacts {
+            version: h.version,
+            cluster_size: h.cluster_size(),
+            compression_type: h.compression.name(),
+            features: h.feature_names(),
+            data_bytes: 0,
+            compressed_bytes: 0,
+            zero_bytes: 0,
+        }
+    }
 }
 
 /// Converts `opts.source` into `opts.target`.
@@ -344,6 +421,9 @@ pub struct InfoReport {
     pub zero_bytes: u64,
     /// Source bytes read.
     pub source_bytes: u64,
+    /// qcow2 details, when the image is qcow2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qcow2: Option<QcowFacts>,
 }
 
 /// A sink that only counts.
@@ -367,6 +447,24 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
         .split(" -> ")
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    if let Producer::Qcow2(mut r) = prepared.producer {
+        // The mapping alone answers: no data is read or decompressed.
+        let stats = r.map_summary().map_err(FormatError::from)?;
+        let mut facts = prepared.qcow2.expect("qcow2 facts with a qcow2 producer");
+        facts.data_bytes = stats.data_bytes;
+        facts.compressed_bytes = stats.compressed_bytes;
+        facts.zero_bytes = stats.zero_bytes;
+        let size = prepared.virtual_size.unwrap_or(0);
+        return Ok(InfoReport {
+            format: layers.last().cloned().unwrap_or_default(),
+            layers,
+            virtual_size: size,
+            allocated_bytes: stats.data_bytes + stats.compressed_bytes,
+            zero_bytes: size - stats.data_bytes - stats.compressed_bytes,
+            source_bytes: prepared.meter.bytes(),
+            qcow2: Some(facts),
+        });
+    }
     let stats = prepared
         .producer
         .spawn()
@@ -379,5 +477,6 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
         allocated_bytes: stats.data_bytes,
         zero_bytes: stats.zero_bytes + (size - stats.end),
         source_bytes: prepared.meter.bytes(),
+        qcow2: None,
     })
 }

@@ -7,4 +7,6 @@ mod cli;
 mod common;
 mod compression;
 mod convert;
+mod qcow2;
+mod qcow2_hostile;
 mod target;

@@ -1,0 +1,632 @@
+//! qcow2 (v2 and v3) read by our own safe reader: the random-access path
+//! over any [`ReadAt`].
+//!
+//! ```text
+//! open:  header (first cluster) -> refcount table + blocks -> snapshot
+//!        table extent -> active L1 (every entry validated) -> metadata map
+//! walk:  guest order; each L2 entry -> Piece { Zero | Data | Compressed }
+//!        neighbours coalesced: zero runs, host-contiguous data reads of up
+//!        to MAX_DATA_EXTENT, batches of compressed clusters decoded on two
+//!        threads
+//! ```
+//!
+//! Nothing named in the image is ever opened (G1); every pointer is checked
+//! against the real file size and the metadata map before it is used (G4,
+//! D6); a truncated image is an error, never zeroes.
+
+pub mod compressed;
+pub mod error;
+pub mod header;
+pub mod table;
+
+use bytes::BytesMut;
+
+use crate::extent::MAX_DATA_EXTENT;
+use crate::raw::round_up_sector;
+use crate::read_at::ReadAt;
+use crate::{Extent, ExtentReader, FormatError};
+
+pub use error::Qcow2Error;
+pub use header::{Compression, Header};
+
+use compressed::Decompressor;
+use error::check_in_file;
+use table::{decode_l1, decode_l2, L2Entry};
+
+/// Most bytes of input read for one compressed cluster (Q69).
+pub fn max_compressed_input(cluster: u64) -> u64 {
+    2 * cluster
+}
+
+/// Largest snapshot table walked (entries are variable length).
+pub const MAX_SNAPSHOT_TABLE_BYTES: u64 = 64 << 20;
+
+/// Where a piece of the guest disk comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Zero,
+    Data(u64),
+    Compressed { host: u64, len: u64 },
+}
+
+/// A uniform piece of the guest disk, inside one cluster (or one whole
+/// unallocated L2 range).
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    guest: u64,
+    len: u64,
+    source: Source,
+}
+
+/// Byte counts of the mapping, for `info` and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapStats {
+    /// Guest bytes stored as plain data clusters.
+    pub data_bytes: u64,
+    /// Guest bytes stored as compressed clusters.
+    pub compressed_bytes: u64,
+    /// Guest bytes that read as zero (unallocated or zero flag).
+    pub zero_bytes: u64,
+}
+
+/// Sorted, merged host ranges of metadata (D6).
+#[derive(Debug, Default)]
+struct MetaMap {
+    ranges: Vec<(u64, u64, &'static str)>,
+}
+
+impl MetaMap {
+    fn add(&mut self, start: u64, len: u64, what: &'static str) {
+        self.ranges.push((start, start.saturating_add(len), what));
+    }
+
+    fn seal(&mut self) {
+        self.ranges.sort_unstable_by_key(|r| r.0);
+    }
+
+    /// The metadata that `[start, start + len)` overlaps, if any.
+    fn overlap(&self, start: u64, len: u64) -> Option<&'static str> {
+        let end = start.saturating_add(len);
+        let i = self.ranges.partition_point(|r| r.0 < end);
+        self.ranges[..i]
+            .iter()
+            .rev()
+            .take(64)
+            .find(|r| r.1 > start)
+            .map(|r| r.2)
+    }
+}
+
+/// A qcow2 image read by random access.
+pub struct Qcow2Reader<R> {
+    src: R,
+    header: Header,
+    file_size: u64,
+    cluster: u64,
+    l1: Vec<u64>,
+    meta: MetaMap,
+    pos: u64,
+    padded_end: u64,
+    l2: Option<(usize, Vec<u8>)>,
+    peeked: Option<Piece>,
+    decompressors: [Decompressor; 2],
+    stats: MapStats,
+}
+
+impl<R> std::fmt::Debug for Qcow2Reader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Reader")
+            .field("header", &self.header)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_at<R: ReadAt>(
+    src: &R,
+    what: &'static str,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), Qcow2Error> {
+    src.read_exact_at(buf, offset)
+        .map_err(|source| Qcow2Error::Reading {
+            what,
+            offset,
+            source,
+        })
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+impl<R: ReadAt> Qcow2Reader<R> {
+    /// Opens and validates an image: header, tables, every L1 entry.
+    pub fn open(src: R) -> Result<Self, Qcow2Error> {
+        let file_size = src.size();
+        let mut prefix = vec![0u8; file_size.min(512) as usize];
+        read_at(&src, "header", 0, &mut prefix)?;
+        let cluster = header::cluster_size_of(&prefix)?;
+        let mut first = vec![0u8; file_size.min(cluster) as usize];
+        read_at(&src, "header", 0, &mut first)?;
+        let header = header::parse(&first)?;
+        let mut meta = MetaMap::default();
+        meta.add(0, cluster, "the header");
+
+        // Active L1 table.
+        let l1_bytes = u64::from(header.l1_size) * 8;
+        if header.l1_size > 0 {
+            if header.l1_table_offset < cluster {
+                return Err(Qcow2Error::Overlap {
+                    what: "Active L1 table",
+                    offset: header.l1_table_offset,
+                    other: "the header",
+                });
+            }
+            check_in_file(
+                "L1 table",
+                header.l1_table_offset,
+                l1_bytes,
+                file_size,
+                cluster,
+            )?;
+        }
+
+        // Refcount table and blocks: never used for reading, but bounded,
+        // inside the file, and kept out of the data (D6).
+        let rt_off = header.refcount_table_offset;
+        let rt_len = u64::from(header.refcount_table_clusters) * cluster;
+        if rt_off < cluster {
+            return Err(Qcow2Error::Overlap {
+                what: "Refcount table",
+                offset: rt_off,
+                other: "the header",
+            });
+        }
+        check_in_file("Refcount table", rt_off, rt_len, file_size, cluster)?;
+        if header.l1_size > 0 && ranges_overlap(rt_off, rt_len, header.l1_table_offset, l1_bytes) {
+            return Err(Qcow2Error::Overlap {
+                what: "Refcount table",
+                offset: rt_off,
+                other: "the active L1 table",
+            });
+        }
+        meta.add(rt_off, rt_len, "the refcount table");
+        meta.add(
+            header.l1_table_offset,
+            l1_bytes.div_ceil(cluster) * cluster,
+            "the active L1 table",
+        );
+        let mut rt = vec![0u8; rt_len as usize];
+        read_at(&src, "refcount table", rt_off, &mut rt)?;
+        for e in rt.chunks_exact(8).map(be64).filter(|&e| e != 0) {
+            if e & 0x1ff != 0 {
+                return Err(Qcow2Error::ReservedBits {
+                    what: "Refcount table entry",
+                    entry: e,
+                });
+            }
+            if e % cluster != 0 {
+                return Err(Qcow2Error::Unaligned {
+                    what: "Refcount block",
+                    offset: e,
+                });
+            }
+            check_in_file("Refcount block", e, cluster, file_size, cluster)?;
+            meta.add(e, cluster, "a refcount block");
+        }
+        drop(rt);
+
+        // Snapshot table: only its extent matters; snapshot L1 tables are
+        // never read.
+        if header.nb_snapshots > 0 {
+            let len = snapshot_table_len(&src, &header, file_size)?;
+            meta.add(header.snapshots_offset, len, "the snapshot table");
+        }
+        meta.seal();
+
+        // Every L1 entry, eagerly: aligned, inside the file, clear of the
+        // header and other metadata (Q57-Q60).
+        let mut raw_l1 = vec![0u8; l1_bytes as usize];
+        read_at(&src, "L1 table", header.l1_table_offset, &mut raw_l1)?;
+        let mut l1 = Vec::with_capacity(header.l1_size as usize);
+        let mut l2_tables = Vec::new();
+        for e in raw_l1.chunks_exact(8).map(be64) {
+            let off = decode_l1(e, cluster)?.unwrap_or(0);
+            if off != 0 {
+                if let Some(other) = meta.overlap(off, cluster) {
+                    return Err(Qcow2Error::Overlap {
+                        what: "L2 table",
+                        offset: off,
+                        other,
+                    });
+                }
+                check_in_file("L2 table", off, cluster, file_size, cluster)?;
+                l2_tables.push(off);
+            }
+            l1.push(off);
+        }
+        drop(raw_l1);
+        l2_tables.sort_unstable();
+        l2_tables.dedup();
+        for off in l2_tables {
+            meta.add(off, cluster, "an L2 table");
+        }
+        meta.seal();
+        let compression = header.compression;
+        Ok(Qcow2Reader {
+            src,
+            file_size,
+            cluster,
+            l1,
+            meta,
+            pos: 0,
+            padded_end: round_up_sector(header.size),
+            header,
+            l2: None,
+            peeked: None,
+            decompressors: [
+                Decompressor::new(compression),
+                Decompressor::new(compression),
+            ],
+            stats: MapStats::default(),
+        })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Byte counts of what was mapped so far.
+    pub fn stats(&self) -> MapStats {
+        self.stats
+    }
+
+    /// Walks the whole mapping without reading data (pointers are still
+    /// validated), for `info`.
+    pub fn map_summary(&mut self) -> Result<MapStats, Qcow2Error> {
+        while self.pos < self.header.size {
+            let p = self.next_piece()?;
+            self.pos = p.guest + p.len;
+        }
+        Ok(self.stats)
+    }
+
+    fn load_l2(&mut self, index: usize) -> Result<&[u8], Qcow2Error> {
+        if self.l2.as_ref().map(|l| l.0) != Some(index) {
+            let mut buf = match self.l2.take() {
+                Some((_, b)) => b,
+                None => vec![0u8; self.cluster as usize],
+            };
+            read_at(&self.src, "L2 table", self.l1[index], &mut buf)?;
+            self.l2 = Some((index, buf));
+        }
+        Ok(&self.l2.as_ref().expect("just loaded").1)
+    }
+
+    /// The mapping of the piece starting at `self.pos`, consuming a peeked
+    /// one first.
+    fn next_piece(&mut self) -> Result<Piece, Qcow2Error> {
+        if let Some(p) = self.peeked.take() {
+            return Ok(p);
+        }
+        let piece = self.map_at(self.pos)?;
+        let stat = match piece.source {
+            Source::Zero => &mut self.stats.zero_bytes,
+            Source::Data(_) => &mut self.stats.data_bytes,
+            Source::Compressed { .. } => &mut self.stats.compressed_bytes,
+        };
+        *stat += piece.len;
+        Ok(piece)
+    }
+
+    fn map_at(&mut self, guest: u64) -> Result<Piece, Qcow2Error> {
+        let size = self.header.size;
+        let coverage = self.header.l2_coverage();
+        let l1_index = (guest / coverage) as usize;
+        let clip = |len: u64| len.min(size - guest);
+        if self.l1.get(l1_index).copied().unwrap_or(0) == 0 {
+            let end = (l1_index as u64 + 1) * coverage;
+            return Ok(Piece {
+                guest,
+                len: clip(end - guest),
+                source: Source::Zero,
+            });
+        }
+        let cluster = self.cluster;
+        let version = self.header.version;
+        let bits = self.header.cluster_bits;
+        let entry_bytes = self.header.l2_entry_bytes() as usize;
+        let extended = self.header.extended_l2();
+        let l2_index = ((guest % coverage) / cluster) as usize;
+        let table = self.load_l2(l1_index)?;
+        let e = &table[l2_index * entry_bytes..(l2_index + 1) * entry_bytes];
+        let entry = decode_l2(be64(e), extended.then(|| be64(&e[8..])), version, bits)?;
+        let in_cluster = guest % cluster;
+        let cluster_rest = cluster - in_cluster;
+        let (len, source) = match entry {
+            L2Entry::Zero => (cluster_rest, Source::Zero),
+            L2Entry::Data { host } => (cluster_rest, Source::Data(host + in_cluster)),
+            L2Entry::Compressed { host, len } => (cluster_rest, Source::Compressed { host, len }),
+            L2Entry::Subclusters { host, alloc, .. } => {
+                let sub = cluster / 32;
+                let i = (in_cluster / sub) as u32;
+                let allocated = |j: u32| alloc >> j & 1 == 1;
+                let state = allocated(i);
+                let mut j = i + 1;
+                while j < 32 && allocated(j) == state {
+                    j += 1;
+                }
+                let len = u64::from(j) * sub - in_cluster;
+                if state {
+                    (len, Source::Data(host + in_cluster))
+                } else {
+                    (len, Source::Zero)
+                }
+            }
+        };
+        let piece = Piece {
+            guest,
+            len: clip(len),
+            source,
+        };
+        if let Source::Data(host) = piece.source {
+            self.check_data("Data cluster", host, piece.len)?;
+        }
+        Ok(piece)
+    }
+
+    fn check_data(&self, what: &'static str, host: u64, len: u64) -> Result<(), Qcow2Error> {
+        if host < self.cluster {
+            return Err(Qcow2Error::Overlap {
+                what,
+                offset: host,
+                other: "the header",
+            });
+        }
+        if let Some(other) = self.meta.overlap(host, len) {
+            return Err(Qcow2Error::Overlap {
+                what,
+                offset: host,
+                other,
+            });
+        }
+        check_in_file(what, host, len, self.file_size, self.cluster)
+    }
+
+    /// The compressed input range actually read: bounded by two clusters,
+    /// and by the end of the file when only the last sector is cut (qemu
+    /// may not pad the final compressed sector).
+    fn compressed_range(&self, host: u64, len: u64) -> Result<(u64, u64), Qcow2Error> {
+        let want = len.min(max_compressed_input(self.cluster));
+        let avail = self.file_size.saturating_sub(host);
+        let take = if want > avail && want - avail < 512 && avail > 0 {
+            avail
+        } else {
+            want
+        };
+        self.check_data("Compressed cluster", host, take)?;
+        Ok((host, take))
+    }
+
+    fn emit_data(&mut self, first: Piece) -> Result<Extent, FormatError> {
+        let Source::Data(host0) = first.source else {
+            unreachable!("emit_data takes data pieces")
+        };
+        let mut len = first.len;
+        while first.guest + len < self.header.size && len < MAX_DATA_EXTENT as u64 {
+            let next = self.map_at_after(first.guest + len)?;
+            match next.source {
+                Source::Data(h) if h == host0 + len && len + next.len <= MAX_DATA_EXTENT as u64 => {
+                    len += next.len;
+                }
+                _ => {
+                    self.peeked = Some(next);
+                    break;
+                }
+            }
+        }
+        let mut buf = BytesMut::zeroed(len as usize);
+        read_at(&self.src, "data cluster", host0, &mut buf)?;
+        self.pos = first.guest + len;
+        Ok(Extent::Data {
+            offset: first.guest,
+            data: buf.freeze(),
+        })
+    }
+
+    /// Maps the piece at `guest` (past the current one) and accounts it.
+    fn map_at_after(&mut self, guest: u64) -> Result<Piece, Qcow2Error> {
+        let p = self.map_at(guest)?;
+        let stat = match p.source {
+            Source::Zero => &mut self.stats.zero_bytes,
+            Source::Data(_) => &mut self.stats.data_bytes,
+            Source::Compressed { .. } => &mut self.stats.compressed_bytes,
+        };
+        *stat += p.len;
+        Ok(p)
+    }
+
+    fn emit_zero(&mut self, first: Piece) -> Result<Extent, FormatError> {
+        let mut len = first.len;
+        while first.guest + len < self.header.size {
+            let next = self.map_at_after(first.guest + len)?;
+            if next.source == Source::Zero {
+                len += next.len;
+            } else {
+                self.peeked = Some(next);
+                break;
+            }
+        }
+        self.pos = first.guest + len;
+        Ok(Extent::Zero {
+            offset: first.guest,
+            len,
+        })
+    }
+
+    fn emit_compressed(&mut self, first: Piece) -> Result<Extent, FormatError> {
+        let mut pieces = vec![first];
+        let mut total = first.len;
+        let max = MAX_DATA_EXTENT as u64;
+        while first.guest + total < self.header.size && total + self.cluster <= max {
+            let next = self.map_at_after(first.guest + total)?;
+            if matches!(next.source, Source::Compressed { .. }) && next.guest % self.cluster == 0 {
+                total += next.len;
+                pieces.push(next);
+            } else {
+                self.peeked = Some(next);
+                break;
+            }
+        }
+        // Inputs: one read when the compressed data is packed in order, as
+        // qemu-img writes it.
+        let mut ranges = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            let Source::Compressed { host, len } = p.source else {
+                unreachable!("only compressed pieces are batched")
+            };
+            ranges.push(self.compressed_range(host, len)?);
+        }
+        let span_start = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let span_end = ranges.iter().map(|r| r.0 + r.1).max().unwrap_or(0);
+        let packed = span_end - span_start <= 2 * max + 2 * self.cluster;
+        let mut input = Vec::new();
+        if packed {
+            input.resize((span_end - span_start) as usize, 0);
+            read_at(&self.src, "compressed cluster", span_start, &mut input)?;
+        }
+        let mut separate = Vec::new();
+        if !packed {
+            for &(h, l) in &ranges {
+                let mut b = vec![0u8; l as usize];
+                read_at(&self.src, "compressed cluster", h, &mut b)?;
+                separate.push(b);
+            }
+        }
+        let inputs: Vec<&[u8]> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(h, l))| {
+                if packed {
+                    &input[(h - span_start) as usize..(h - span_start + l) as usize]
+                } else {
+                    &separate[i][..]
+                }
+            })
+            .collect();
+        let cluster = self.cluster as usize;
+        let mut out = BytesMut::zeroed(pieces.len() * cluster);
+        let [d0, d1] = &mut self.decompressors;
+        let half = pieces.len().div_ceil(2);
+        let (out0, out1) = out.split_at_mut(half * cluster);
+        let (in0, in1) = inputs.split_at(half);
+        let run = |d: &mut Decompressor, ins: &[&[u8]], outs: &mut [u8], base: usize| {
+            for (i, (inp, o)) in ins.iter().zip(outs.chunks_mut(cluster)).enumerate() {
+                d.cluster(inp, o).map_err(|reason| (base + i, reason))?;
+            }
+            Ok::<(), (usize, String)>(())
+        };
+        // Two clusters' worth of work per thread at least, or the thread
+        // costs more than it saves.
+        let (r0, r1) = if in1.len() >= 2 {
+            std::thread::scope(|s| {
+                let h = s.spawn(|| run(d1, in1, out1, half));
+                let r0 = run(d0, in0, out0, 0);
+                (
+                    r0,
+                    h.join()
+                        .unwrap_or(Err((half, "decompression thread panicked".into()))),
+                )
+            })
+        } else {
+            (run(d0, in0, out0, 0), run(d1, in1, out1, half))
+        };
+        if let Err((i, reason)) = r0.and(r1) {
+            return Err(Qcow2Error::Decompression {
+                offset: ranges[i].0,
+                reason,
+            }
+            .into());
+        }
+        // The last piece may be clipped at the virtual size.
+        out.truncate(total as usize);
+        self.pos = first.guest + total;
+        Ok(Extent::Data {
+            offset: first.guest,
+            data: out.freeze(),
+        })
+    }
+}
+
+impl<R: ReadAt> ExtentReader for Qcow2Reader<R> {
+    fn virtual_size(&self) -> Option<u64> {
+        Some(self.padded_end)
+    }
+
+    fn next_extent(&mut self) -> Result<Option<Extent>, FormatError> {
+        let size = self.header.size;
+        if self.pos >= size {
+            // D1: an odd virtual size is rounded up with a zero tail.
+            if self.pos < self.padded_end {
+                let e = Extent::Zero {
+                    offset: self.pos,
+                    len: self.padded_end - self.pos,
+                };
+                self.pos = self.padded_end;
+                return Ok(Some(e));
+            }
+            return Ok(None);
+        }
+        let first = self.next_piece()?;
+        let e = match first.source {
+            Source::Zero => self.emit_zero(first)?,
+            Source::Data(_) => self.emit_data(first)?,
+            Source::Compressed { .. } => self.emit_compressed(first)?,
+        };
+        Ok(Some(e))
+    }
+}
+
+fn ranges_overlap(a: u64, alen: u64, b: u64, blen: u64) -> bool {
+    a < b.saturating_add(blen) && b < a.saturating_add(alen)
+}
+
+/// Length of the snapshot table, walking its variable-length entries
+/// (qcow2.rst "Snapshots"), bounded in count and bytes.
+fn snapshot_table_len<R: ReadAt>(src: &R, h: &Header, file_size: u64) -> Result<u64, Qcow2Error> {
+    let start = h.snapshots_offset;
+    let cluster = h.cluster_size();
+    let mut pos = start;
+    // The last entry's padding may be missing at the end of the file.
+    let mut used_end = start;
+    for _ in 0..h.nb_snapshots {
+        let mut fixed = [0u8; 40];
+        check_in_file("Snapshot table", pos, 40, file_size, cluster)?;
+        read_at(src, "snapshot table", pos, &mut fixed)?;
+        let id_len = u64::from(u16::from_be_bytes([fixed[12], fixed[13]]));
+        let name_len = u64::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+        let extra = u64::from(u32::from_be_bytes(
+            fixed[36..40].try_into().expect("4 bytes"),
+        ));
+        let unpadded = 40 + extra + id_len + name_len;
+        used_end = pos + unpadded;
+        pos += unpadded.div_ceil(8) * 8;
+        if pos - start > MAX_SNAPSHOT_TABLE_BYTES {
+            return Err(Qcow2Error::InvalidField {
+                field: "snapshot table",
+                value: pos - start,
+                reason: "snapshot table too large",
+            });
+        }
+    }
+    check_in_file(
+        "Snapshot table",
+        start,
+        used_end - start,
+        file_size,
+        cluster,
+    )?;
+    Ok(used_end - start)
+}
