@@ -11,7 +11,6 @@
 //! that can refuse the import (format, size) runs before the target is
 //! created, so a refused import leaves no trace (G5).
 
-use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use formats::extent::ZeroCoalescer;
 use formats::qcow2::Qcow2Reader;
 use formats::raw::{round_up_sector, BufferReturn, Chunker};
+use formats::read_at::PrefetchFile;
 use formats::sink::Sink;
 use formats::zero::split_zeroes;
 use formats::{Extent, ExtentReader, FormatError, Probe};
@@ -84,7 +84,7 @@ enum Producer {
     /// Any byte stream (decompressed when needed).
     Stream(Chunker<PeekReader<Box<dyn Read + Send>>>),
     /// A qcow2 image read by random access.
-    Qcow2(Box<Qcow2Reader<File>>),
+    Qcow2(Box<Qcow2Reader<PrefetchFile>>),
 }
 
 impl Producer {
@@ -274,6 +274,7 @@ fn prepare(
                     f
                 }
             };
+            let file = PrefetchFile::new(file).map_err(ImportError::reading)?;
             qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
         }
         other => {
@@ -305,7 +306,10 @@ fn prepare(
             // Hole-aware reads; the peeked prefix is simply not used.
             let f = f.try_clone().map_err(ImportError::reading)?;
             meter.reset_count();
-            Producer::Sparse(SparseFileChunks::new(f, size), meter.clone())
+            Producer::Sparse(
+                SparseFileChunks::new(f, size).map_err(ImportError::reading)?,
+                meter.clone(),
+            )
         }
         _ => Producer::Stream(Chunker::new(opened.reader)),
     };
@@ -340,7 +344,7 @@ pub struct QcowFacts {
 }
 
 impl QcowFacts {
-    fn of(r: &Qcow2Reader<File>) -> Self {
+    fn of(r: &Qcow2Reader<PrefetchFile>) -> Self {
         let h = r.header();
         QcowFacts {
             version: h.version,

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
-use crate::read_at::ReadAt;
+use crate::read_at::{ReadAt, Readahead};
 use crate::{Extent, ExtentReader, FormatError};
 
 pub use error::Qcow2Error;
@@ -111,6 +111,7 @@ pub struct Qcow2Reader<R> {
     peeked: Option<Piece>,
     decompressors: [Decompressor; 2],
     stats: MapStats,
+    readahead: Readahead,
 }
 
 impl<R> std::fmt::Debug for Qcow2Reader<R> {
@@ -270,6 +271,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
                 Decompressor::new(compression),
             ],
             stats: MapStats::default(),
+            readahead: Readahead::default(),
         })
     }
 
@@ -311,14 +313,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         if let Some(p) = self.peeked.take() {
             return Ok(p);
         }
-        let piece = self.map_at(self.pos)?;
-        let stat = match piece.source {
-            Source::Zero => &mut self.stats.zero_bytes,
-            Source::Data(_) => &mut self.stats.data_bytes,
-            Source::Compressed { .. } => &mut self.stats.compressed_bytes,
-        };
-        *stat += piece.len;
-        Ok(piece)
+        self.map_at_after(self.pos)
     }
 
     fn map_at(&mut self, guest: u64) -> Result<Piece, Qcow2Error> {
@@ -427,6 +422,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
                 }
             }
         }
+        self.readahead.ahead(&self.src, host0);
         let mut buf = BytesMut::zeroed(len as usize);
         read_at(&self.src, "data cluster", host0, &mut buf)?;
         self.pos = first.guest + len;
@@ -493,6 +489,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let span_end = ranges.iter().map(|r| r.0 + r.1).max().unwrap_or(0);
         let packed = span_end - span_start <= 2 * max + 2 * self.cluster;
         let mut input = Vec::new();
+        self.readahead.ahead(&self.src, span_start);
         if packed {
             input.resize((span_end - span_start) as usize, 0);
             read_at(&self.src, "compressed cluster", span_start, &mut input)?;

@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 
 use formats::sink::Sink;
 
+use super::direct::DirectWriter;
 use super::file::write_zero_bytes;
 use super::{Preallocation, SinkOptions};
 
@@ -64,11 +65,22 @@ pub struct BlockSink {
     file: File,
     size: u64,
     opts: SinkOptions,
+    direct: Option<DirectWriter>,
 }
 
 impl BlockSink {
-    pub(crate) fn new(file: File, size: u64, opts: SinkOptions) -> Self {
-        BlockSink { file, size, opts }
+    pub(crate) fn new(
+        file: File,
+        size: u64,
+        opts: SinkOptions,
+        direct: Option<DirectWriter>,
+    ) -> Self {
+        BlockSink {
+            file,
+            size,
+            opts,
+            direct,
+        }
     }
 
     /// Zeroes the tail past the image when asked (D16), then fsyncs.
@@ -85,6 +97,11 @@ impl BlockSink {
 
 impl Sink for BlockSink {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if let Some(d) = &mut self.direct {
+            if d.try_write(offset, data)? {
+                return Ok(());
+            }
+        }
         self.file.write_all_at(data, offset)
     }
 

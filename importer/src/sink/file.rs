@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 
 use formats::sink::Sink;
 
+use super::direct::DirectWriter;
 use super::{Preallocation, SinkOptions};
 
 /// Start write-back of every this many written bytes, so the final fsync
@@ -41,11 +42,13 @@ pub struct FileSink {
     /// Where the next write-back request starts.
     writeback_from: u64,
     written_since_writeback: u64,
+    direct: Option<DirectWriter>,
 }
 
 impl FileSink {
-    pub(crate) fn new(file: File, opts: SinkOptions) -> Self {
+    pub(crate) fn new(file: File, opts: SinkOptions, direct: Option<DirectWriter>) -> Self {
         FileSink {
+            direct,
             file,
             opts,
             mode: opts.preallocation,
@@ -128,8 +131,13 @@ impl FileSink {
 
 impl Sink for FileSink {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(data, offset)?;
         self.end = self.end.max(offset + data.len() as u64);
+        if let Some(d) = &mut self.direct {
+            if d.try_write(offset, data)? {
+                return Ok(());
+            }
+        }
+        self.file.write_all_at(data, offset)?;
         self.written_since_writeback += data.len() as u64;
         if self.written_since_writeback >= WRITEBACK_STEP {
             self.start_writeback(offset + data.len() as u64);

@@ -16,6 +16,7 @@
 //! first MiB of a block device.
 
 pub mod block;
+pub mod direct;
 pub mod file;
 
 use std::fs::File;
@@ -196,8 +197,9 @@ pub fn open(info: &TargetInfo, opts: SinkOptions) -> Result<(AnySink, CleanupGua
                 .open(path)
                 .map_err(err)?;
             let guard = CleanupGuard::new(path, Cleanup::WipeDevice(f.try_clone().map_err(err)?));
+            let direct = direct::DirectWriter::open(path);
             Ok((
-                AnySink::Block(BlockSink::new(f, info.capacity, opts)),
+                AnySink::Block(BlockSink::new(f, info.capacity, opts, direct)),
                 guard,
             ))
         }
@@ -220,8 +222,9 @@ pub fn open(info: &TargetInfo, opts: SinkOptions) -> Result<(AnySink, CleanupGua
             } else {
                 Cleanup::Remove
             };
+            let direct = direct::DirectWriter::open(path);
             Ok((
-                AnySink::File(FileSink::new(f, opts)),
+                AnySink::File(FileSink::new(f, opts, direct)),
                 CleanupGuard::new(path, cleanup),
             ))
         }
