@@ -9,7 +9,8 @@ RUNS=${RUNS:-3}
 command -v hyperfine >/dev/null && command -v pigz >/dev/null && [ -x /usr/bin/time ] || {
   apt-get update -qq && apt-get install -y -qq hyperfine pigz time >/dev/null; }
 cd "$D"
-PREP='rm -f out.raw; sync'
+# Cold page cache for every run, ours and anchors alike.
+PREP='rm -f out.raw scratch.img; sync; echo 3 > /proc/sys/vm/drop_caches'
 
 median() { # name cmd...
   local name=$1; shift
@@ -18,13 +19,15 @@ median() { # name cmd...
   python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "e2e-$name.json"
 }
 rss() { # cmd... -> peak RSS in MiB
-  rm -f out.raw; sync
+  rm -f out.raw scratch.img; sync; echo 3 > /proc/sys/vm/drop_caches
   /usr/bin/time -f %M -o rss.txt "$@" >/dev/null 2>&1
   echo "$(( $(cat rss.txt) / 1024 ))"
 }
+ONLY=${ONLY:-}
 row() { # label ours-cmd anchor-label anchor-cmd
   local label=$1 ours=$2 alabel=$3 anchor=$4
   local o a r m
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $label "* ]]; then return; fi
   o=$(median "ours-$label" "$ours")
   a=$(median "anchor-$label" "$anchor")
   r=$(python3 -c "print('%.2f' % ($o / $a))")
@@ -40,4 +43,10 @@ row xz  "$BIN convert --no-progress os.raw.xz out.raw" "xz -T2 -dc os.raw.xz > /
   "sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
 row raw "$BIN convert --no-progress os.raw out.raw" "qemu-img convert -t none -f raw -O raw os.raw out.raw" \
   "qemu-img convert -t none -f raw -O raw os.raw out.raw"
-rm -f out.raw rss.txt
+row qcow2 "$BIN convert --no-progress os.qcow2 out.raw" "qemu-img convert -t none -f qcow2 -O raw os.qcow2 out.raw" \
+  "qemu-img convert -t none -f qcow2 -O raw os.qcow2 out.raw"
+row zqcow2 "$BIN convert --no-progress os.z.qcow2 out.raw" "qemu-img convert -f qcow2 -O raw os.z.qcow2 out.raw" \
+  "qemu-img convert -f qcow2 -O raw os.z.qcow2 out.raw"
+row qcow2gz "$BIN convert --no-progress os.qcow2.gz out.raw" "pigz -dc os.qcow2.gz > scratch.img && qemu-img convert -O raw scratch.img out.raw" \
+  "sh -c 'pigz -dc os.qcow2.gz > scratch.img && qemu-img convert -O raw scratch.img out.raw'"
+rm -f out.raw rss.txt scratch.img

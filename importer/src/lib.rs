@@ -31,6 +31,5 @@ pub mod pipeline;
 pub mod progress;
 pub mod sink;
 pub mod size;
-pub mod spool;
 
 pub use error::ImportError;

@@ -166,6 +166,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                         println!("data clusters: {} bytes", q.data_bytes);
                         println!("compressed clusters: {} bytes", q.compressed_bytes);
                         println!("features: {}", q.features.join(", "));
+                        println!("read path: {} ({} bytes spilled)", q.path, q.spilled_bytes);
                     }
                 }
             }

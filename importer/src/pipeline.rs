@@ -17,6 +17,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use formats::extent::ZeroCoalescer;
+use formats::qcow2::stream::{Qcow2Stream, SpillOptions};
 use formats::qcow2::Qcow2Reader;
 use formats::raw::{round_up_sector, BufferReturn, Chunker};
 use formats::read_at::PrefetchFile;
@@ -31,7 +32,6 @@ use sources::peek::PeekReader;
 use crate::error::ImportError;
 use crate::progress::ProgressBar;
 use crate::sink::{self, Preallocation, SinkOptions};
-use crate::spool;
 
 /// Extents in flight between producer and consumer: with 1 MiB chunks this
 /// bounds the queue at 8 MiB whatever the image size.
@@ -85,6 +85,8 @@ enum Producer {
     Stream(Chunker<PeekReader<Box<dyn Read + Send>>>),
     /// A qcow2 image read by random access.
     Qcow2(Box<Qcow2Reader<PrefetchFile>>),
+    /// A qcow2 image read in one forward pass from a stream.
+    Qcow2Stream(Box<Qcow2Stream<PeekReader<Box<dyn Read + Send>>>>),
 }
 
 impl Producer {
@@ -99,6 +101,13 @@ impl Producer {
             }
             Producer::Stream(c) => Ok(c.next_chunk()?),
             Producer::Qcow2(r) => Ok(r.next_extent()?),
+            Producer::Qcow2Stream(r) => {
+                let e = r.next_extent()?;
+                if e.is_none() {
+                    tracing::info!(spilled = r.spilled_bytes(), "qcow2 streamed in one pass.");
+                }
+                Ok(e)
+            }
         }
     }
 
@@ -106,7 +115,7 @@ impl Producer {
     fn spawn(mut self) -> Spawned {
         let recycle = match &mut self {
             Producer::Stream(c) => Some(c.recycle(QUEUE)),
-            Producer::Sparse(..) | Producer::Qcow2(_) => None,
+            Producer::Sparse(..) | Producer::Qcow2(_) | Producer::Qcow2Stream(_) => None,
         };
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
@@ -249,34 +258,35 @@ fn prepare(
     let mut qcow2 = None;
     match opened.format {
         Probe::Raw => {}
-        Probe::Qcow { .. } => {
-            let file = match (&local.file, plain_file) {
-                (Some(f), true) => {
-                    if meter.is_hashing() {
-                        // Random access bypasses the stream: hash the file
-                        // first, so a mismatch refuses the import before
-                        // the target exists.
-                        std::io::copy(&mut opened.reader, &mut std::io::sink())
-                            .map_err(ImportError::reading)?;
-                        meter.verify()?;
-                    }
-                    f.try_clone().map_err(ImportError::reading)?
-                }
-                _ => {
-                    let dir = std::env::temp_dir();
-                    let (f, spilled) = spool::spool(&mut opened.reader, &dir, u64::MAX)
+        Probe::Qcow { .. } => match (&local.file, plain_file) {
+            (Some(f), true) => {
+                if meter.is_hashing() {
+                    // Random access bypasses the stream: hash the file
+                    // first, so a mismatch refuses the import before the
+                    // target exists.
+                    std::io::copy(&mut opened.reader, &mut std::io::sink())
                         .map_err(ImportError::reading)?;
-                    tracing::warn!(
-                        spilled,
-                        dir = %dir.display(),
-                        "qcow2 from a stream was spooled to scratch space before conversion."
-                    );
-                    f
+                    meter.verify()?;
                 }
-            };
-            let file = PrefetchFile::new(file).map_err(ImportError::reading)?;
-            qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
-        }
+                let f = f.try_clone().map_err(ImportError::reading)?;
+                let file = PrefetchFile::new(f).map_err(ImportError::reading)?;
+                qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
+            }
+            _ => {
+                let stream = Qcow2Stream::open(opened.reader, SpillOptions::default())
+                    .map_err(FormatError::from)?;
+                let facts = QcowFacts::of(stream.header());
+                return Ok(Prepared {
+                    opened_layers: layers,
+                    warnings: opened.warnings,
+                    virtual_size: stream.virtual_size(),
+                    qcow2: Some(facts),
+                    producer: Producer::Qcow2Stream(Box::new(stream)),
+                    meter,
+                    source_size: local.size,
+                });
+            }
+        },
         other => {
             return Err(FormatError::UnsupportedFormat {
                 format: other.name(),
@@ -290,7 +300,7 @@ fn prepare(
             opened_layers: layers,
             warnings: opened.warnings,
             virtual_size: r.virtual_size(),
-            qcow2: Some(QcowFacts::of(&r)),
+            qcow2: Some(QcowFacts::of(r.header())),
             producer: Producer::Qcow2(Box::new(r)),
             meter,
             source_size,
@@ -341,11 +351,14 @@ pub struct QcowFacts {
     pub compressed_bytes: u64,
     /// Guest bytes that read as zero.
     pub zero_bytes: u64,
+    /// How the image was read: "random access" or "stream".
+    pub path: &'static str,
+    /// Bytes the stream path kept in its spill file.
+    pub spilled_bytes: u64,
 }
 
 impl QcowFacts {
-    fn of(r: &Qcow2Reader<PrefetchFile>) -> Self {
-        let h = r.header();
+    fn of(h: &formats::qcow2::Header) -> Self {
         QcowFacts {
             version: h.version,
             cluster_size: h.cluster_size(),
@@ -354,6 +367,8 @@ impl QcowFacts {
             data_bytes: 0,
             compressed_bytes: 0,
             zero_bytes: 0,
+            path: "random access",
+            spilled_bytes: 0,
         }
     }
 }
@@ -465,6 +480,31 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
             virtual_size: size,
             allocated_bytes: stats.data_bytes + stats.compressed_bytes,
             zero_bytes: size - stats.data_bytes - stats.compressed_bytes,
+            source_bytes: prepared.meter.bytes(),
+            qcow2: Some(facts),
+        });
+    }
+    if let Producer::Qcow2Stream(mut r) = prepared.producer {
+        // A stream can only be mapped by reading it through.
+        let mut stats = PumpStats::default();
+        while let Some(e) = r.next_extent()? {
+            match e {
+                Extent::Data { data, .. } => stats.data_bytes += data.len() as u64,
+                Extent::Zero { len, .. } => stats.zero_bytes += len,
+            }
+        }
+        let mut facts = prepared.qcow2.expect("qcow2 facts with a qcow2 producer");
+        facts.path = "stream";
+        facts.spilled_bytes = r.spilled_bytes();
+        facts.data_bytes = stats.data_bytes;
+        facts.zero_bytes = stats.zero_bytes;
+        let size = prepared.virtual_size.unwrap_or(0);
+        return Ok(InfoReport {
+            format: layers.last().cloned().unwrap_or_default(),
+            layers,
+            virtual_size: size,
+            allocated_bytes: stats.data_bytes,
+            zero_bytes: size - stats.data_bytes,
             source_bytes: prepared.meter.bytes(),
             qcow2: Some(facts),
         });

@@ -17,7 +17,11 @@
 pub mod compressed;
 pub mod error;
 pub mod header;
+pub mod stream;
 pub mod table;
+
+#[cfg(test)]
+mod tests;
 
 use bytes::BytesMut;
 

@@ -404,3 +404,97 @@ fn peer_images_from_cdi_have_their_outcomes() {
     );
     assert!(!Path::new(&out).exists());
 }
+
+/// `info --output json -` of `bytes` fed on stdin.
+fn stream_info(bytes: Vec<u8>) -> serde_json::Value {
+    serde_json::from_str(&ok(&run_stdin(&["info", "--output", "json", "-"], bytes))).unwrap()
+}
+
+#[test]
+fn qemu_img_converted_images_stream_with_nothing_spilled() {
+    if qemu_img().is_none() {
+        return;
+    }
+    let d = tmp();
+    let src = put(d.path(), "src.raw", &sparse_image(6 << 20));
+    for extra in [&[][..], &["-c"][..]] {
+        let img = path(d.path(), "conv.qcow2");
+        let _ = std::fs::remove_file(&img);
+        let mut args = vec!["convert"];
+        args.extend(extra);
+        args.extend(["-f", "raw", "-O", "qcow2", &src, &img]);
+        sh("qemu-img", &args);
+        let v = stream_info(std::fs::read(&img).unwrap());
+        assert_eq!(v["qcow2"]["path"], "stream");
+        assert_eq!(v["qcow2"]["spilled_bytes"], 0, "{extra:?}");
+        differential(d.path(), &img);
+    }
+}
+
+#[test]
+fn data_before_its_l2_table_is_spilled_and_still_exact() {
+    if qemu_img().is_none() {
+        return;
+    }
+    let d = tmp();
+    // Data for the second L2 range is written first, so its clusters sit
+    // before that range's L2 table... and the first range's data follows.
+    let img = make(
+        d.path(),
+        "order.qcow2",
+        "cluster_size=4096",
+        "8M",
+        &["write -P 1 4M 64k", "write -P 2 0 64k", "write -P 3 6M 8k"],
+    );
+    let v = stream_info(std::fs::read(&img).unwrap());
+    assert!(v["qcow2"]["spilled_bytes"].as_u64().unwrap() > 0);
+    differential(d.path(), &img);
+}
+
+#[test]
+fn shared_clusters_stream_correctly() {
+    // Q65 through the stream path: two guest clusters, one host cluster.
+    if qemu_img().is_none() {
+        return;
+    }
+    let d = tmp();
+    let img = make(
+        d.path(),
+        "shared.qcow2",
+        "cluster_size=65536",
+        "4M",
+        &["write -P 0xab 0 128k"],
+    );
+    let mut b = std::fs::read(&img).unwrap();
+    let l1 = u64::from_be_bytes(b[40..48].try_into().unwrap()) as usize;
+    let l2 =
+        (u64::from_be_bytes(b[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as usize;
+    let e0: [u8; 8] = b[l2..l2 + 8].try_into().unwrap();
+    b[l2 + 16 * 8..l2 + 17 * 8].copy_from_slice(&e0);
+    let shared = put(d.path(), "shared2.qcow2", &b);
+    differential(d.path(), &shared);
+}
+
+#[test]
+fn truncated_qcow2_stream_is_truncated_never_zeroes() {
+    if qemu_img().is_none() {
+        return;
+    }
+    let d = tmp();
+    let img = make(
+        d.path(),
+        "t.qcow2",
+        "",
+        "8M",
+        &["write -P 1 0 1M", "write -P 2 4M 1M"],
+    );
+    let b = std::fs::read(&img).unwrap();
+    let src = put(d.path(), "t.qcow2.gz", &gz(&b[..b.len() - 70_000]));
+    let out = path(d.path(), "out.raw");
+    fails(
+        &run(&["convert", "--no-progress", &src, &out]),
+        "truncated",
+        "beyond end",
+    );
+    assert!(!Path::new(&out).exists());
+}

@@ -1,0 +1,769 @@
+//! The forward-only qcow2 reader: for images that arrive as a byte stream
+//! (inside gz/xz/zst, on stdin, over HTTP without ranges), in one pass.
+//!
+//! ```text
+//! stream --> [header][refcount table][refcount blocks][L1][L2][data..][L2][data..]
+//!              parsed   parsed         skipped         parsed parsed  emitted in guest order
+//! ```
+//!
+//! Extents still come out in guest order. Images written by `qemu-img
+//! convert` keep every L2 table before the data it maps, so each data
+//! cluster is emitted as it streams past and nothing is kept. Bytes that
+//! stream past before anything says what they are (data written by a
+//! running guest before its L2 table, snapshot tables, ...) go to a spill
+//! file at their host offset, bounded by a limit, and are read back from
+//! there when the mapping asks for them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use bytes::BytesMut;
+
+use super::compressed::Decompressor;
+use super::error::Qcow2Error;
+use super::header::{self, Header};
+use super::table::{decode_l1, decode_l2, L2Entry};
+use super::{max_compressed_input, MetaMap};
+use crate::extent::MAX_DATA_EXTENT;
+use crate::raw::round_up_sector;
+use crate::{ErrorKind, Extent, ExtentReader, FormatError};
+
+/// Shared last sectors carried in memory before they go to the spill file.
+const MAX_CARRIED: usize = 4096;
+
+/// Where spilled bytes go, and how many may.
+#[derive(Debug, Clone)]
+pub struct SpillOptions {
+    /// Directory of the spill file (created only when something spills).
+    pub dir: PathBuf,
+    /// Most bytes that may be spilled before the import fails.
+    pub limit: u64,
+}
+
+impl Default for SpillOptions {
+    fn default() -> Self {
+        SpillOptions {
+            dir: std::env::temp_dir(),
+            limit: 4 << 30,
+        }
+    }
+}
+
+/// Host ranges kept in the spill file.
+#[derive(Debug, Default)]
+struct Spill {
+    file: Option<File>,
+    ranges: Vec<(u64, u64)>,
+    bytes: u64,
+}
+
+/// What a host range streaming past is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    L1,
+    RefcountTable,
+    L2(usize),
+    Skip,
+}
+
+/// A qcow2 image read in one forward pass.
+pub struct Qcow2Stream<R> {
+    input: R,
+    pos: u64,
+    header: Header,
+    cluster: u64,
+    /// L2 table offsets per L1 index, once the L1 table streamed past.
+    l1: Option<Vec<u64>>,
+    /// Parsed L2 tables not yet passed by the output.
+    l2: HashMap<usize, Vec<u8>>,
+    /// Their pointers by host offset: (host start, host end, guest).
+    rev: HashMap<usize, Vec<(u64, u64, u64)>>,
+    /// The last sector of the last data read: compressed clusters share
+    /// sectors with the next one ("another compressed cluster may map to
+    /// the tail of the final sector"), which reads it straight after.
+    carry: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// Metadata still ahead in the stream: (host, len, role), sorted.
+    ahead: Vec<(u64, u64, Role)>,
+    meta: MetaMap,
+    out: u64,
+    padded_end: u64,
+    spill: Spill,
+    spill_opts: SpillOptions,
+    decompressor: Decompressor,
+}
+
+impl<R> std::fmt::Debug for Qcow2Stream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Stream")
+            .field("pos", &self.pos)
+            .field("out", &self.out)
+            .field("spilled", &self.spill.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+fn cut(what: &'static str, offset: u64, len: u64, at: u64) -> Qcow2Error {
+    Qcow2Error::BeyondEnd {
+        what,
+        offset,
+        len,
+        file_size: at,
+        kind: ErrorKind::Truncated,
+    }
+}
+
+impl<R: Read> Qcow2Stream<R> {
+    /// Reads the header from the start of `input` and prepares the pass.
+    pub fn open(mut input: R, spill_opts: SpillOptions) -> Result<Self, Qcow2Error> {
+        let mut prefix = vec![0u8; 512];
+        let got = read_full(&mut input, &mut prefix).map_err(|source| Qcow2Error::Reading {
+            what: "header",
+            offset: 0,
+            source,
+        })?;
+        prefix.truncate(got);
+        let cluster = header::cluster_size_of(&prefix)?;
+        let mut first = prefix;
+        if got == 512 {
+            first.resize(cluster as usize, 0);
+            let more =
+                read_full(&mut input, &mut first[512..]).map_err(|source| Qcow2Error::Reading {
+                    what: "header",
+                    offset: 512,
+                    source,
+                })?;
+            first.truncate(512 + more);
+        }
+        let header = header::parse(&first)?;
+        let pos = first.len() as u64;
+        let mut meta = MetaMap::default();
+        meta.add(0, cluster, "the header");
+        let l1_bytes = u64::from(header.l1_size) * 8;
+        let rt_len = u64::from(header.refcount_table_clusters) * cluster;
+        let mut ahead = vec![(header.refcount_table_offset, rt_len, Role::RefcountTable)];
+        if header.l1_size > 0 {
+            if header.l1_table_offset < cluster {
+                return Err(Qcow2Error::Overlap {
+                    what: "Active L1 table",
+                    offset: header.l1_table_offset,
+                    other: "the header",
+                });
+            }
+            // The L1 table owns whole clusters: its padding is not data.
+            ahead.push((
+                header.l1_table_offset,
+                l1_bytes.div_ceil(cluster) * cluster,
+                Role::L1,
+            ));
+        }
+        if header.refcount_table_offset < cluster {
+            return Err(Qcow2Error::Overlap {
+                what: "Refcount table",
+                offset: header.refcount_table_offset,
+                other: "the header",
+            });
+        }
+        meta.add(header.refcount_table_offset, rt_len, "the refcount table");
+        meta.add(
+            header.l1_table_offset,
+            l1_bytes.div_ceil(cluster) * cluster,
+            "the active L1 table",
+        );
+        if header.l1_size > 0
+            && header.refcount_table_offset < header.l1_table_offset + l1_bytes
+            && header.l1_table_offset < header.refcount_table_offset + rt_len
+        {
+            return Err(Qcow2Error::Overlap {
+                what: "Refcount table",
+                offset: header.refcount_table_offset,
+                other: "the active L1 table",
+            });
+        }
+        meta.seal();
+        ahead.sort_unstable_by_key(|a| a.0);
+        let compression = header.compression;
+        let mut s = Qcow2Stream {
+            input,
+            pos,
+            cluster,
+            l1: (header.l1_size == 0).then(Vec::new),
+            l2: HashMap::new(),
+            rev: HashMap::new(),
+            carry: std::collections::BTreeMap::new(),
+            ahead,
+            meta,
+            out: 0,
+            padded_end: round_up_sector(header.size),
+            header,
+            spill: Spill::default(),
+            spill_opts,
+            decompressor: Decompressor::new(compression),
+        };
+        // Metadata that lies inside the header cluster already read.
+        s.consume_passed(&first)?;
+        Ok(s)
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes kept in the spill file so far.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill.bytes
+    }
+
+    /// Metadata entries that lie inside the already-read header cluster.
+    fn consume_passed(&mut self, first: &[u8]) -> Result<(), Qcow2Error> {
+        while let Some(&(off, len, role)) = self.ahead.first() {
+            if off + len > first.len() as u64 {
+                break;
+            }
+            self.ahead.remove(0);
+            let bytes = first[off as usize..(off + len) as usize].to_vec();
+            self.parse_meta(off, role, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn parse_meta(&mut self, off: u64, role: Role, bytes: &[u8]) -> Result<(), Qcow2Error> {
+        let cluster = self.cluster;
+        match role {
+            Role::RefcountTable => {
+                for e in bytes.chunks_exact(8).map(be64).filter(|&e| e != 0) {
+                    if e & 0x1ff != 0 {
+                        return Err(Qcow2Error::ReservedBits {
+                            what: "Refcount table entry",
+                            entry: e,
+                        });
+                    }
+                    if e % cluster != 0 {
+                        return Err(Qcow2Error::Unaligned {
+                            what: "Refcount block",
+                            offset: e,
+                        });
+                    }
+                    self.meta.add(e, cluster, "a refcount block");
+                    if e >= self.pos {
+                        self.ahead.push((e, cluster, Role::Skip));
+                    }
+                }
+                self.meta.seal();
+            }
+            Role::L1 => {
+                let entries = self.header.l1_size as usize;
+                let mut l1 = Vec::with_capacity(entries);
+                for e in bytes.chunks_exact(8).take(entries).map(be64) {
+                    let l2 = decode_l1(e, cluster)?.unwrap_or(0);
+                    if l2 != 0 {
+                        if let Some(other) = self.meta.overlap(l2, cluster) {
+                            return Err(Qcow2Error::Overlap {
+                                what: "L2 table",
+                                offset: l2,
+                                other,
+                            });
+                        }
+                    }
+                    l1.push(l2);
+                }
+                for (i, &l2) in l1.iter().enumerate().filter(|e| *e.1 != 0) {
+                    self.meta.add(l2, cluster, "an L2 table");
+                    if l2 >= self.pos {
+                        self.ahead.push((l2, cluster, Role::L2(i)));
+                    } else {
+                        // Streamed past before the L1 said what it was.
+                        let t = self.read_spilled("L2 table", l2, cluster)?;
+                        self.index_l2(i, &t);
+                        self.l2.insert(i, t);
+                    }
+                }
+                self.meta.seal();
+                self.l1 = Some(l1);
+            }
+            Role::L2(i) => {
+                self.index_l2(i, bytes);
+                self.l2.insert(i, bytes.to_vec());
+            }
+            Role::Skip => {}
+        }
+        self.ahead.sort_unstable_by_key(|a| a.0);
+        let _ = off;
+        Ok(())
+    }
+
+    fn spill_file(&mut self) -> Result<&File, Qcow2Error> {
+        if self.spill.file.is_none() {
+            let f = tempfile::tempfile_in(&self.spill_opts.dir).map_err(|source| {
+                Qcow2Error::Reading {
+                    what: "spill file",
+                    offset: 0,
+                    source,
+                }
+            })?;
+            self.spill.file = Some(f);
+        }
+        Ok(self.spill.file.as_ref().expect("just created"))
+    }
+
+    fn keep(&mut self, off: u64, bytes: &[u8]) -> Result<(), Qcow2Error> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.spill.bytes += bytes.len() as u64;
+        if self.spill.bytes > self.spill_opts.limit {
+            return Err(Qcow2Error::Unsupported {
+                what: "layout for streaming: spill limit exceeded",
+                value: format!("({} bytes)", self.spill_opts.limit),
+            });
+        }
+        let f = self.spill_file()?;
+        f.write_all_at(bytes, off)
+            .map_err(|source| Qcow2Error::Reading {
+                what: "spill file",
+                offset: off,
+                source,
+            })?;
+        match self.spill.ranges.last_mut() {
+            Some(last) if last.1 == off => last.1 += bytes.len() as u64,
+            _ => self.spill.ranges.push((off, off + bytes.len() as u64)),
+        }
+        Ok(())
+    }
+
+    /// Bytes that already streamed past, from the carried sectors and the
+    /// spill file.
+    fn read_spilled(
+        &mut self,
+        what: &'static str,
+        off: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, Qcow2Error> {
+        let end = off + len;
+        let mut buf = vec![0u8; len as usize];
+        let mut pos = off;
+        while pos < end {
+            let dst = (pos - off) as usize;
+            if let Some((&cs, c)) = self.carry.range(..=pos).next_back() {
+                let ce = cs + c.len() as u64;
+                if pos < ce {
+                    let n = (ce.min(end) - pos) as usize;
+                    let from = (pos - cs) as usize;
+                    buf[dst..dst + n].copy_from_slice(&c[from..from + n]);
+                    pos += n as u64;
+                    continue;
+                }
+            }
+            let Some(&(_, se)) = self
+                .spill
+                .ranges
+                .iter()
+                .find(|&&(s, e)| s <= pos && pos < e)
+            else {
+                return Err(Qcow2Error::InvalidField {
+                    field: what,
+                    value: off,
+                    reason: "needed after it streamed past and was not kept (data before its L2 table that was discarded, or a backwards pointer)",
+                });
+            };
+            let n = (se.min(end) - pos) as usize;
+            let f = self.spill.file.as_ref().expect("ranges imply a file");
+            f.read_exact_at(&mut buf[dst..dst + n], pos)
+                .map_err(|source| Qcow2Error::Reading {
+                    what: "spill file",
+                    offset: pos,
+                    source,
+                })?;
+            pos += n as u64;
+        }
+        Ok(buf)
+    }
+
+    /// Streams forward to `target`, parsing metadata on the way and
+    /// spilling bytes whose meaning is not known yet.
+    fn advance_to(&mut self, target: u64) -> Result<(), Qcow2Error> {
+        while self.pos < target {
+            if let Some(&(off, len, role)) = self.ahead.first() {
+                if off <= self.pos {
+                    self.ahead.remove(0);
+                    if off + len <= self.pos {
+                        continue;
+                    }
+                    let skip = self.pos - off;
+                    let mut buf = vec![0u8; (len - skip) as usize];
+                    self.read_stream(&mut buf, "metadata")?;
+                    if role != Role::Skip {
+                        let mut whole = vec![0u8; skip as usize];
+                        whole.extend_from_slice(&buf);
+                        self.parse_meta(off, role, &whole)?;
+                    }
+                    continue;
+                }
+            }
+            let next_meta = self.ahead.first().map_or(u64::MAX, |a| a.0);
+            let stop = target.min(next_meta);
+            let n = (stop - self.pos).min(MAX_DATA_EXTENT as u64);
+            let mut buf = vec![0u8; n as usize];
+            let at = self.pos;
+            self.read_stream(&mut buf, "data")?;
+            if self.may_be_needed(at, n) {
+                self.keep(at, &buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether bytes at a host range could still be asked for: while the
+    /// L1 or some L2 table is still ahead anything could, afterwards only
+    /// what a known L2 entry points into.
+    fn may_be_needed(&self, at: u64, len: u64) -> bool {
+        if self.l1.is_none() || self.ahead.iter().any(|a| matches!(a.2, Role::L2(_))) {
+            return true;
+        }
+        self.referenced(at, len, self.out, u64::MAX)
+    }
+
+    /// Whether a known L2 entry for a guest offset at or past `from_guest`
+    /// points into `[at, at + len)`, not counting entries that start at or
+    /// after `carried` (they only share the last sector, which is carried).
+    fn referenced(&self, at: u64, len: u64, from_guest: u64, carried: u64) -> bool {
+        let end = at + len;
+        // Compressed data spans at most two clusters past its start.
+        let lo = at.saturating_sub(max_compressed_input(self.cluster));
+        self.rev.values().any(|v| {
+            let i = v.partition_point(|r| r.0 < lo);
+            v[i..]
+                .iter()
+                .take_while(|r| r.0 < end)
+                .any(|r| r.1 > at && r.2 >= from_guest && r.0 < carried)
+        })
+    }
+
+    /// Indexes an L2 table's pointers by host offset.
+    fn index_l2(&mut self, i: usize, table: &[u8]) {
+        let eb = self.header.l2_entry_bytes() as usize;
+        let (v, bits) = (self.header.version, self.header.cluster_bits);
+        let base = i as u64 * self.header.l2_coverage();
+        let mut rev: Vec<(u64, u64, u64)> = table
+            .chunks_exact(eb)
+            .enumerate()
+            .filter_map(|(k, e)| {
+                let guest = base + k as u64 * self.cluster;
+                let bitmap = (eb == 16).then(|| be64(&e[8..]));
+                match decode_l2(be64(e), bitmap, v, bits) {
+                    Ok(L2Entry::Data { host }) => Some((host, host + self.cluster, guest)),
+                    Ok(L2Entry::Subclusters { host, alloc, .. }) if alloc != 0 => {
+                        Some((host, host + self.cluster, guest))
+                    }
+                    Ok(L2Entry::Compressed { host, len }) => Some((host, host + len, guest)),
+                    _ => None,
+                }
+            })
+            .collect();
+        rev.sort_unstable();
+        self.rev.insert(i, rev);
+    }
+
+    fn read_stream(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), Qcow2Error> {
+        let at = self.pos;
+        let got = self.read_stream_short(buf, what)?;
+        if got < buf.len() {
+            return Err(cut("Stream", at, buf.len() as u64, at + got as u64));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` bytes; fewer only at the end of the stream.
+    fn read_stream_short(
+        &mut self,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<usize, Qcow2Error> {
+        let at = self.pos;
+        let got = read_full(&mut self.input, buf).map_err(|source| Qcow2Error::Reading {
+            what,
+            offset: at,
+            source,
+        })?;
+        self.pos += got as u64;
+        Ok(got)
+    }
+
+    /// Bytes at `[host, host + len)`: from the spill file for what already
+    /// streamed past, from the stream for the rest.
+    fn read_host(
+        &mut self,
+        what: &'static str,
+        host: u64,
+        len: u64,
+        guest_end: u64,
+    ) -> Result<BytesMut, Qcow2Error> {
+        let (out, got) = self.read_host_short(what, host, len, guest_end)?;
+        if got < len {
+            return Err(cut("Stream", host, len, host + got));
+        }
+        Ok(out)
+    }
+
+    /// As [`Self::read_host`], but the stream may end early; returns the
+    /// buffer and how many bytes are valid.
+    /// `guest_end` ends the guest range being produced: bytes that a guest
+    /// offset past it also maps are kept (shared clusters, Q65).
+    fn read_host_short(
+        &mut self,
+        what: &'static str,
+        host: u64,
+        len: u64,
+        guest_end: u64,
+    ) -> Result<(BytesMut, u64), Qcow2Error> {
+        let mut out = BytesMut::zeroed(len as usize);
+        let behind = self.pos.saturating_sub(host).min(len);
+        if behind > 0 {
+            let b = self.read_spilled(what, host, behind)?;
+            out[..behind as usize].copy_from_slice(&b);
+        }
+        if behind < len {
+            self.advance_to(host + behind)?;
+            // Metadata inside the range would have been consumed by
+            // advance_to; data ranges never overlap metadata (checked).
+            let at = self.pos;
+            let got = self.read_stream_short(&mut out[behind as usize..], what)?;
+            // Shared clusters (Q65): keep what a later guest offset maps to.
+            let fresh = &out[behind as usize..behind as usize + got];
+            let after = guest_end.div_ceil(self.cluster) * self.cluster;
+            let tail = got.min(512);
+            let tail_start = at + (got - tail) as u64;
+            if self.referenced(at, got as u64, after, tail_start) {
+                let fresh = fresh.to_vec();
+                self.keep(at, &fresh)?;
+            } else if self.referenced(tail_start, tail as u64, after, u64::MAX) {
+                // Only a shared last sector: carry it in memory.
+                let t = fresh[got - tail..].to_vec();
+                self.carry.insert(tail_start, t);
+                if self.carry.len() > MAX_CARRIED {
+                    if let Some((off, t)) = self.carry.pop_first() {
+                        self.keep(off, &t)?;
+                    }
+                }
+            }
+            return Ok((out, behind + got as u64));
+        }
+        Ok((out, len))
+    }
+
+    /// The mapping at guest `g`: (length, entry), or `None` while the L2
+    /// table is still ahead.
+    fn entry_at(&mut self, g: u64) -> Result<Option<(u64, L2Entry)>, Qcow2Error> {
+        let coverage = self.header.l2_coverage();
+        let i = (g / coverage) as usize;
+        let Some(l1) = &self.l1 else { return Ok(None) };
+        let l2_off = l1.get(i).copied().unwrap_or(0);
+        if l2_off == 0 {
+            let end = ((i as u64 + 1) * coverage).min(self.header.size);
+            return Ok(Some((end - g, L2Entry::Zero)));
+        }
+        let Some(table) = self.l2.get(&i) else {
+            return Ok(None);
+        };
+        let eb = self.header.l2_entry_bytes() as usize;
+        let idx = ((g % coverage) / self.cluster) as usize;
+        let e = &table[idx * eb..(idx + 1) * eb];
+        let ext = self.header.extended_l2();
+        let entry = decode_l2(
+            be64(e),
+            ext.then(|| be64(&e[8..])),
+            self.header.version,
+            self.header.cluster_bits,
+        )?;
+        let rest = (self.cluster - g % self.cluster).min(self.header.size - g);
+        Ok(Some((rest, entry)))
+    }
+
+    fn check_data(&self, what: &'static str, host: u64, len: u64) -> Result<(), Qcow2Error> {
+        if host < self.cluster {
+            return Err(Qcow2Error::Overlap {
+                what,
+                offset: host,
+                other: "the header",
+            });
+        }
+        match self.meta.overlap(host, len) {
+            Some(other) => Err(Qcow2Error::Overlap {
+                what,
+                offset: host,
+                other,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Extent>, Qcow2Error> {
+        let size = self.header.size;
+        if self.out >= size {
+            if self.out < self.padded_end {
+                let e = Extent::Zero {
+                    offset: self.out,
+                    len: self.padded_end - self.out,
+                };
+                self.out = self.padded_end;
+                return Ok(Some(e));
+            }
+            return Ok(None);
+        }
+        let g = self.out;
+        let (len, entry) = loop {
+            match self.entry_at(g)? {
+                Some(x) => break x,
+                None => {
+                    // The L1 or this range's L2 table is still ahead.
+                    let next = self
+                        .ahead
+                        .iter()
+                        .find(|a| a.2 != Role::Skip)
+                        .map(|a| a.0 + a.1);
+                    match next {
+                        Some(t) => self.advance_to(t)?,
+                        None => return Err(cut("L2 table", g, self.cluster, self.pos)),
+                    }
+                }
+            }
+        };
+        let in_cluster = g % self.cluster;
+        let e = match entry {
+            L2Entry::Zero => {
+                let mut len = len;
+                // Merge following zero entries whose tables are known.
+                while g + len < size {
+                    match self.entry_at(g + len)? {
+                        Some((l, L2Entry::Zero)) => len += l,
+                        _ => break,
+                    }
+                }
+                Extent::Zero { offset: g, len }
+            }
+            L2Entry::Data { host } => {
+                // Extend over host-contiguous data whose tables are known.
+                let host = host + in_cluster;
+                let mut len = len;
+                while g + len < size && len < MAX_DATA_EXTENT as u64 {
+                    match self.entry_at(g + len)? {
+                        Some((l, L2Entry::Data { host: h }))
+                            if h == host + len && len + l <= MAX_DATA_EXTENT as u64 =>
+                        {
+                            len += l;
+                        }
+                        _ => break,
+                    }
+                }
+                self.check_data("Data cluster", host, len)?;
+                let data = self.read_host("data cluster", host, len, g + len)?;
+                Extent::Data {
+                    offset: g,
+                    data: data.freeze(),
+                }
+            }
+            L2Entry::Compressed { host, len: clen } => {
+                let take = clen.min(max_compressed_input(self.cluster));
+                self.check_data("Compressed cluster", host, take)?;
+                let (mut input, got) =
+                    self.read_host_short("compressed cluster", host, take, g + len)?;
+                // The final sector of the last cluster may be cut short.
+                if got < take && (got == 0 || take - got >= 512) {
+                    return Err(cut("Compressed cluster", host, take, host + got));
+                }
+                input.truncate(got as usize);
+                let mut out = BytesMut::zeroed(self.cluster as usize);
+                self.decompressor
+                    .cluster(&input, &mut out)
+                    .map_err(|reason| Qcow2Error::Decompression {
+                        offset: host,
+                        reason,
+                    })?;
+                out.truncate(len as usize);
+                Extent::Data {
+                    offset: g,
+                    data: out.freeze(),
+                }
+            }
+            L2Entry::Subclusters { host, alloc, .. } => {
+                let sub = self.cluster / 32;
+                let i = (in_cluster / sub) as u32;
+                let state = alloc >> i & 1 == 1;
+                let mut j = i + 1;
+                while j < 32 && (alloc >> j & 1 == 1) == state {
+                    j += 1;
+                }
+                let len = (u64::from(j) * sub - in_cluster).min(size - g);
+                if state {
+                    let h = host + in_cluster;
+                    self.check_data("Data cluster", h, len)?;
+                    Extent::Data {
+                        offset: g,
+                        data: self.read_host("data cluster", h, len, g + len)?.freeze(),
+                    }
+                } else {
+                    Extent::Zero { offset: g, len }
+                }
+            }
+        };
+        self.out = e.end();
+        // L2 tables whose range the output has passed are not needed.
+        let coverage = self.header.l2_coverage();
+        let done = (self.out / coverage) as usize;
+        self.l2.retain(|&i, _| i >= done);
+        self.rev.retain(|&i, _| i >= done);
+        Ok(Some(e))
+    }
+}
+
+impl<R: Read> ExtentReader for Qcow2Stream<R> {
+    fn virtual_size(&self) -> Option<u64> {
+        Some(self.padded_end)
+    }
+
+    fn next_extent(&mut self) -> Result<Option<Extent>, FormatError> {
+        let e = self.next()?;
+        if e.is_none() {
+            // The whole image was read: the rest of the stream is unused
+            // clusters, but it must be read so checksums and decoders see
+            // every byte.
+            let mut sink = [0u8; 64 << 10];
+            loop {
+                match self.input.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        return Err(Qcow2Error::Reading {
+                            what: "trailing clusters",
+                            offset: self.pos,
+                            source,
+                        }
+                        .into())
+                    }
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
