@@ -139,10 +139,125 @@ fn file_sink(c: &mut Criterion) {
     g.finish();
 }
 
+/// An image whose metadata lives in memory and whose data reads as zero:
+/// big enough to exercise the mapping without gigabytes of RAM.
+struct FakeImage {
+    size: u64,
+    meta: Vec<(u64, Vec<u8>)>,
+}
+
+impl formats::read_at::ReadAt for FakeImage {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        buf.fill(0);
+        let end = offset + buf.len() as u64;
+        for (start, bytes) in &self.meta {
+            let mend = start + bytes.len() as u64;
+            if *start < end && offset < mend {
+                let s = (*start).max(offset);
+                let e = mend.min(end);
+                buf[(s - offset) as usize..(e - offset) as usize]
+                    .copy_from_slice(&bytes[(s - start) as usize..(e - start) as usize]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 64 GiB virtual, 64 KiB clusters, every cluster allocated: 1 Mi L2
+/// entries in 128 tables.
+fn fake_qcow2() -> FakeImage {
+    const C: u64 = 65536;
+    let tables = 128u64;
+    let entries = C / 8;
+    let mut header = vec![0u8; C as usize];
+    header[0..4].copy_from_slice(b"QFI\xfb");
+    header[4..8].copy_from_slice(&3u32.to_be_bytes());
+    header[20..24].copy_from_slice(&16u32.to_be_bytes());
+    header[24..32].copy_from_slice(&(tables * entries * C).to_be_bytes());
+    header[36..40].copy_from_slice(&(tables as u32).to_be_bytes());
+    header[40..48].copy_from_slice(&(3 * C).to_be_bytes());
+    header[48..56].copy_from_slice(&C.to_be_bytes());
+    header[56..60].copy_from_slice(&1u32.to_be_bytes());
+    header[96..100].copy_from_slice(&4u32.to_be_bytes());
+    header[100..104].copy_from_slice(&104u32.to_be_bytes());
+    let mut rt = vec![0u8; C as usize];
+    rt[..8].copy_from_slice(&(2 * C).to_be_bytes());
+    let l2_base = 4 * C;
+    let data_base = l2_base + tables * C;
+    let mut l1 = vec![0u8; C as usize];
+    let mut meta = vec![(0, header), (C, rt)];
+    for t in 0..tables {
+        l1[t as usize * 8..t as usize * 8 + 8].copy_from_slice(&((1 << 63) | (l2_base + t * C)).to_be_bytes());
+        let mut l2 = vec![0u8; C as usize];
+        for e in 0..entries {
+            let host = data_base + (t * entries + e) * C;
+            l2[e as usize * 8..e as usize * 8 + 8].copy_from_slice(&((1u64 << 63) | host).to_be_bytes());
+        }
+        meta.push((l2_base + t * C, l2));
+    }
+    meta.push((3 * C, l1));
+    FakeImage {
+        size: data_base + tables * entries * C,
+        meta,
+    }
+}
+
+fn qcow2_mapping(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qcow2");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(128 * 8192));
+    g.bench_function("l2-map+coalesce-1Mi-entries", |b| {
+        b.iter(|| {
+            let mut r = formats::qcow2::Qcow2Reader::open(fake_qcow2()).unwrap();
+            let s = r.map_summary().unwrap();
+            assert_eq!(s.data_bytes, 64 << 30);
+        });
+    });
+    g.finish();
+}
+
+fn compressed_clusters(c: &mut Criterion) {
+    let data = disk_like();
+    let clusters: Vec<Vec<u8>> = data
+        .chunks(65536)
+        .take(256)
+        .map(|chunk| {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(chunk).unwrap();
+            e.finish().unwrap()
+        })
+        .collect();
+    let mut g = c.benchmark_group("compressed_cluster");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(256 * 65536));
+    g.bench_function("libdeflate", |b| {
+        let mut d = formats::qcow2::compressed::Decompressor::new(formats::qcow2::Compression::Zlib);
+        let mut out = vec![0u8; 65536];
+        b.iter(|| {
+            for z in &clusters {
+                d.cluster(z, &mut out).unwrap();
+            }
+        });
+    });
+    g.bench_function("zlib-rs", |b| {
+        let mut out = vec![0u8; 65536];
+        b.iter(|| {
+            for z in &clusters {
+                flate2::read::DeflateDecoder::new(&z[..]).read_exact(&mut out).unwrap();
+            }
+        });
+    });
+    g.finish();
+}
+
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, decoders, raw_reader, file_sink);
+    criterion_group!(benches, decoders, raw_reader, file_sink, qcow2_mapping, compressed_clusters);
 }
 use group::benches;
 criterion_main!(benches);
