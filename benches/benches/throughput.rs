@@ -191,11 +191,13 @@ fn fake_qcow2() -> FakeImage {
     let mut l1 = vec![0u8; C as usize];
     let mut meta = vec![(0, header), (C, rt)];
     for t in 0..tables {
-        l1[t as usize * 8..t as usize * 8 + 8].copy_from_slice(&((1 << 63) | (l2_base + t * C)).to_be_bytes());
+        l1[t as usize * 8..t as usize * 8 + 8]
+            .copy_from_slice(&((1 << 63) | (l2_base + t * C)).to_be_bytes());
         let mut l2 = vec![0u8; C as usize];
         for e in 0..entries {
             let host = data_base + (t * entries + e) * C;
-            l2[e as usize * 8..e as usize * 8 + 8].copy_from_slice(&((1u64 << 63) | host).to_be_bytes());
+            l2[e as usize * 8..e as usize * 8 + 8]
+                .copy_from_slice(&((1u64 << 63) | host).to_be_bytes());
         }
         meta.push((l2_base + t * C, l2));
     }
@@ -226,7 +228,8 @@ fn compressed_clusters(c: &mut Criterion) {
         .chunks(65536)
         .take(256)
         .map(|chunk| {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(chunk).unwrap();
             e.finish().unwrap()
         })
@@ -235,7 +238,8 @@ fn compressed_clusters(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(256 * 65536));
     g.bench_function("libdeflate", |b| {
-        let mut d = formats::qcow2::compressed::Decompressor::new(formats::qcow2::Compression::Zlib);
+        let mut d =
+            formats::qcow2::compressed::Decompressor::new(formats::qcow2::Compression::Zlib);
         let mut out = vec![0u8; 65536];
         b.iter(|| {
             for z in &clusters {
@@ -247,7 +251,9 @@ fn compressed_clusters(c: &mut Criterion) {
         let mut out = vec![0u8; 65536];
         b.iter(|| {
             for z in &clusters {
-                flate2::read::DeflateDecoder::new(&z[..]).read_exact(&mut out).unwrap();
+                flate2::read::DeflateDecoder::new(&z[..])
+                    .read_exact(&mut out)
+                    .unwrap();
             }
         });
     });
@@ -257,7 +263,14 @@ fn compressed_clusters(c: &mut Criterion) {
 #[allow(missing_docs)]
 mod group {
     use super::*;
-    criterion_group!(benches, decoders, raw_reader, file_sink, qcow2_mapping, compressed_clusters);
+    criterion_group!(
+        benches,
+        decoders,
+        raw_reader,
+        file_sink,
+        qcow2_mapping,
+        compressed_clusters
+    );
 }
 use group::benches;
 criterion_main!(benches);

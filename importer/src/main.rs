@@ -72,6 +72,12 @@ enum Command {
         /// Never show a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Directory for the qcow2 stream spill file (default: $TMPDIR).
+        #[arg(long)]
+        scratch_dir: Option<PathBuf>,
+        /// Most bytes the qcow2 stream path may spill (bytes or 4Gi, 512Mi).
+        #[arg(long, value_parser = importer::size::parse_size, default_value = "4Gi")]
+        spill_limit: u64,
         /// Source path, or - for standard input.
         source: String,
         /// Target file or block device.
@@ -108,6 +114,8 @@ fn run(cli: Cli) -> Result<(), ImportError> {
             zero_tail,
             progress,
             no_progress,
+            scratch_dir,
+            spill_limit,
             source,
             target,
         } => {
@@ -127,6 +135,10 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                 checksum,
                 zero_tail,
                 progress: !no_progress && (progress || std::io::stderr().is_terminal()),
+                spill: formats::qcow2::stream::SpillOptions {
+                    dir: scratch_dir.unwrap_or_else(std::env::temp_dir),
+                    limit: spill_limit,
+                },
             };
             let report = pipeline::convert(&opts)?;
             if cli.verbose {

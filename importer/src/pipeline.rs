@@ -56,6 +56,8 @@ pub struct ConvertOptions {
     pub zero_tail: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Where the qcow2 stream path may spill, and how much.
+    pub spill: SpillOptions,
 }
 
 /// What a successful conversion did.
@@ -244,6 +246,7 @@ fn prepare(
     source: &str,
     format: SourceFormat,
     checksum: Option<&Checksum>,
+    spill: SpillOptions,
 ) -> Result<Prepared, ImportError> {
     let local = LocalSource::open(source)?;
     let meter = Meter::new(checksum);
@@ -273,8 +276,7 @@ fn prepare(
                 qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
             }
             _ => {
-                let stream = Qcow2Stream::open(opened.reader, SpillOptions::default())
-                    .map_err(FormatError::from)?;
+                let stream = Qcow2Stream::open(opened.reader, spill).map_err(FormatError::from)?;
                 let facts = QcowFacts::of(stream.header());
                 return Ok(Prepared {
                     opened_layers: layers,
@@ -375,7 +377,12 @@ impl QcowFacts {
 
 /// Converts `opts.source` into `opts.target`.
 pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
-    let prepared = prepare(&opts.source, opts.source_format, opts.checksum.as_ref())?;
+    let prepared = prepare(
+        &opts.source,
+        opts.source_format,
+        opts.checksum.as_ref(),
+        opts.spill.clone(),
+    )?;
     for w in &prepared.warnings {
         tracing::warn!("{w}.");
     }
@@ -460,7 +467,7 @@ impl Sink for CountingSink {
 
 /// Inspects a source without writing anything.
 pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportError> {
-    let prepared = prepare(source, format, None)?;
+    let prepared = prepare(source, format, None, SpillOptions::default())?;
     let layers = prepared
         .opened_layers
         .split(" -> ")

@@ -86,7 +86,10 @@ impl BlockSink {
     /// Zeroes the tail past the image when asked (D16), then fsyncs.
     /// Returns whether preallocation was applied (every byte of the image
     /// range is written or zeroed on a device, so when it was asked).
-    pub fn finish(self, virtual_size: u64) -> io::Result<bool> {
+    pub fn finish(mut self, virtual_size: u64) -> io::Result<bool> {
+        if let Some(d) = &mut self.direct {
+            d.flush(&self.file)?;
+        }
         if self.opts.zero_tail && self.size > virtual_size {
             zero_range(&self.file, virtual_size, self.size - virtual_size)?;
         }
@@ -98,7 +101,7 @@ impl BlockSink {
 impl Sink for BlockSink {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         if let Some(d) = &mut self.direct {
-            if d.try_write(offset, data)? {
+            if d.write(&self.file, offset, data)? {
                 return Ok(());
             }
         }
@@ -106,6 +109,12 @@ impl Sink for BlockSink {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        // Zeroing must not race ahead of gathered data for the same device
+        // range (BLKZEROOUT and O_DIRECT both bypass the page cache; keep
+        // the order simple).
+        if let Some(d) = &mut self.direct {
+            d.flush(&self.file)?;
+        }
         if self.opts.preallocation == Preallocation::Full {
             write_zero_bytes(&self.file, offset, len)
         } else {

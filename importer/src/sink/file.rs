@@ -106,6 +106,9 @@ impl FileSink {
     /// size: never shrinks), completes preallocation, and fsyncs. Returns
     /// whether preallocation was applied.
     pub fn finish(mut self, virtual_size: u64) -> io::Result<bool> {
+        if let Some(d) = &mut self.direct {
+            d.flush(&self.file)?;
+        }
         let len = virtual_size.max(self.opts.target_size.unwrap_or(0));
         self.file.set_len(len)?;
         match self.mode {
@@ -133,7 +136,7 @@ impl Sink for FileSink {
     fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.end = self.end.max(offset + data.len() as u64);
         if let Some(d) = &mut self.direct {
-            if d.try_write(offset, data)? {
+            if d.write(&self.file, offset, data)? {
                 return Ok(());
             }
         }
@@ -147,6 +150,9 @@ impl Sink for FileSink {
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
         if self.mode == Preallocation::Full {
+            if let Some(d) = &mut self.direct {
+                d.flush(&self.file)?;
+            }
             write_zero_bytes(&self.file, offset, len)?;
         }
         // Otherwise the range is a hole (or an unwritten extent) already.

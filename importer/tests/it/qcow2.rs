@@ -498,3 +498,50 @@ fn truncated_qcow2_stream_is_truncated_never_zeroes() {
     );
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+fn spill_limit_is_enforced_with_a_clear_error() {
+    if qemu_img().is_none() {
+        return;
+    }
+    let d = tmp();
+    let img = make(
+        d.path(),
+        "order.qcow2",
+        "cluster_size=4096",
+        "8M",
+        &["write -P 1 4M 64k", "write -P 2 0 64k"],
+    );
+    let bytes = std::fs::read(&img).unwrap();
+    let out = path(d.path(), "out.raw");
+    let scratch = d.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let o = run_stdin(
+        &[
+            "convert",
+            "--no-progress",
+            "--spill-limit",
+            "4096",
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+            "-",
+            &out,
+        ],
+        bytes.clone(),
+    );
+    fails(&o, "unsupported", "spill limit exceeded");
+    assert!(!Path::new(&out).exists());
+    // The spill file is unnamed: nothing is left in the scratch directory.
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    ok(&run_stdin(
+        &[
+            "convert",
+            "--no-progress",
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+            "-",
+            &out,
+        ],
+        bytes,
+    ));
+}
