@@ -75,8 +75,8 @@ enum Command {
         /// Directory for the qcow2 stream spill file (default: $TMPDIR).
         #[arg(long)]
         scratch_dir: Option<PathBuf>,
-        /// Most bytes the qcow2 stream path may spill (bytes or 4Gi, 512Mi).
-        #[arg(long, value_parser = importer::size::parse_size, default_value = "4Gi")]
+        /// Spill area of the qcow2 stream path; past it the rest of the stream is spooled to scratch.
+        #[arg(long, value_parser = importer::size::parse_size, default_value = "256Mi")]
         spill_limit: u64,
         /// Source path, or - for standard input.
         source: String,

@@ -106,7 +106,14 @@ impl Producer {
             Producer::Qcow2Stream(r) => {
                 let e = r.next_extent()?;
                 if e.is_none() {
-                    tracing::info!(spilled = r.spilled_bytes(), "qcow2 streamed in one pass.");
+                    if r.spooled() {
+                        tracing::warn!(
+                            spilled = r.spilled_bytes(),
+                            "qcow2 layout needed more than the spill area: the rest was spooled to scratch."
+                        );
+                    } else {
+                        tracing::info!(spilled = r.spilled_bytes(), "qcow2 streamed in one pass.");
+                    }
                 }
                 Ok(e)
             }
@@ -501,7 +508,11 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
             }
         }
         let mut facts = prepared.qcow2.expect("qcow2 facts with a qcow2 producer");
-        facts.path = "stream";
+        facts.path = if r.spooled() {
+            "stream, then scratch"
+        } else {
+            "stream"
+        };
         facts.spilled_bytes = r.spilled_bytes();
         facts.data_bytes = stats.data_bytes;
         facts.zero_bytes = stats.zero_bytes;

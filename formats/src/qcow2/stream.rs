@@ -39,7 +39,8 @@ const MAX_CARRIED: usize = 4096;
 pub struct SpillOptions {
     /// Directory of the spill file (created only when something spills).
     pub dir: PathBuf,
-    /// Most bytes that may be spilled before the import fails.
+    /// Most bytes kept in the spill area; past it the rest of the stream
+    /// is spooled to the same directory and read back by random access.
     pub limit: u64,
 }
 
@@ -47,7 +48,7 @@ impl Default for SpillOptions {
     fn default() -> Self {
         SpillOptions {
             dir: std::env::temp_dir(),
-            limit: 4 << 30,
+            limit: 256 << 20,
         }
     }
 }
@@ -85,6 +86,8 @@ pub struct Qcow2Stream<R> {
     /// sectors with the next one ("another compressed cluster may map to
     /// the tail of the final sector"), which reads it straight after.
     carry: std::collections::BTreeMap<u64, Vec<u8>>,
+    /// The rest of the stream went to scratch (spill limit exceeded).
+    spooled: bool,
     /// Metadata still ahead in the stream: (host, len, role), sorted.
     ahead: Vec<(u64, u64, Role)>,
     meta: MetaMap,
@@ -197,6 +200,7 @@ impl<R: Read> Qcow2Stream<R> {
             l2: HashMap::new(),
             rev: HashMap::new(),
             carry: std::collections::BTreeMap::new(),
+            spooled: false,
             ahead,
             meta,
             out: 0,
@@ -318,12 +322,6 @@ impl<R: Read> Qcow2Stream<R> {
             return Ok(());
         }
         self.spill.bytes += bytes.len() as u64;
-        if self.spill.bytes > self.spill_opts.limit {
-            return Err(Qcow2Error::Unsupported {
-                what: "layout for streaming: spill limit exceeded",
-                value: format!("({} bytes)", self.spill_opts.limit),
-            });
-        }
         let f = self.spill_file()?;
         f.write_all_at(bytes, off)
             .map_err(|source| Qcow2Error::Reading {
@@ -335,7 +333,62 @@ impl<R: Read> Qcow2Stream<R> {
             Some(last) if last.1 == off => last.1 += bytes.len() as u64,
             _ => self.spill.ranges.push((off, off + bytes.len() as u64)),
         }
+        if self.spill.bytes > self.spill_opts.limit && !self.spooled {
+            self.spool_rest()?;
+        }
         Ok(())
+    }
+
+    /// The spill area is full: copy the rest of the stream to scratch and
+    /// finish by random access over it (every later read is then served
+    /// from the spill file).
+    fn spool_rest(&mut self) -> Result<(), Qcow2Error> {
+        self.spooled = true;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let at = self.pos;
+            let got = self.read_stream_short(&mut buf, "stream")?;
+            if got == 0 {
+                break;
+            }
+            self.spill.bytes += got as u64;
+            let f = self.spill_file()?;
+            f.write_all_at(&buf[..got], at)
+                .map_err(|source| Qcow2Error::Reading {
+                    what: "spill file",
+                    offset: at,
+                    source,
+                })?;
+            match self.spill.ranges.last_mut() {
+                Some(last) if last.1 == at => last.1 += got as u64,
+                _ => self.spill.ranges.push((at, at + got as u64)),
+            }
+        }
+        self.parse_passed_ahead()
+    }
+
+    /// Parses metadata that the stream already passed (after spooling).
+    fn parse_passed_ahead(&mut self) -> Result<(), Qcow2Error> {
+        while let Some(&(off, len, role)) = self.ahead.first() {
+            if off >= self.pos {
+                break;
+            }
+            self.ahead.remove(0);
+            if role == Role::Skip {
+                continue;
+            }
+            if off + len > self.pos {
+                return Err(cut("Metadata", off, len, self.pos));
+            }
+            let bytes = self.read_spilled("metadata", off, len)?;
+            self.parse_meta(off, role, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the rest of the stream was spooled to scratch.
+    pub fn spooled(&self) -> bool {
+        self.spooled
     }
 
     /// Bytes that already streamed past, from the carried sectors and the
@@ -389,6 +442,13 @@ impl<R: Read> Qcow2Stream<R> {
     /// Streams forward to `target`, parsing metadata on the way and
     /// spilling bytes whose meaning is not known yet.
     fn advance_to(&mut self, target: u64) -> Result<(), Qcow2Error> {
+        if self.spooled {
+            self.parse_passed_ahead()?;
+            if target > self.pos {
+                return Err(cut("Image", target, 0, self.pos));
+            }
+            return Ok(());
+        }
         while self.pos < target {
             if let Some(&(off, len, role)) = self.ahead.first() {
                 if off <= self.pos {
