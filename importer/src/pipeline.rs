@@ -472,6 +472,25 @@ impl Sink for CountingSink {
     }
 }
 
+fn qcow2_report(
+    layers: Vec<String>,
+    meter: &Meter,
+    virtual_size: Option<u64>,
+    allocated: u64,
+    facts: QcowFacts,
+) -> InfoReport {
+    let size = virtual_size.unwrap_or(0);
+    InfoReport {
+        format: layers.last().cloned().unwrap_or_default(),
+        layers,
+        virtual_size: size,
+        allocated_bytes: allocated,
+        zero_bytes: size.saturating_sub(allocated),
+        source_bytes: meter.bytes(),
+        qcow2: Some(facts),
+    }
+}
+
 /// Inspects a source without writing anything.
 pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportError> {
     let prepared = prepare(source, format, None, SpillOptions::default())?;
@@ -487,16 +506,14 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
         facts.data_bytes = stats.data_bytes;
         facts.compressed_bytes = stats.compressed_bytes;
         facts.zero_bytes = stats.zero_bytes;
-        let size = prepared.virtual_size.unwrap_or(0);
-        return Ok(InfoReport {
-            format: layers.last().cloned().unwrap_or_default(),
+        let allocated = stats.data_bytes + stats.compressed_bytes;
+        return Ok(qcow2_report(
             layers,
-            virtual_size: size,
-            allocated_bytes: stats.data_bytes + stats.compressed_bytes,
-            zero_bytes: size - stats.data_bytes - stats.compressed_bytes,
-            source_bytes: prepared.meter.bytes(),
-            qcow2: Some(facts),
-        });
+            &prepared.meter,
+            prepared.virtual_size,
+            allocated,
+            facts,
+        ));
     }
     if let Producer::Qcow2Stream(mut r) = prepared.producer {
         // A stream can only be mapped by reading it through.
@@ -516,16 +533,13 @@ pub fn info(source: &str, format: SourceFormat) -> Result<InfoReport, ImportErro
         facts.spilled_bytes = r.spilled_bytes();
         facts.data_bytes = stats.data_bytes;
         facts.zero_bytes = stats.zero_bytes;
-        let size = prepared.virtual_size.unwrap_or(0);
-        return Ok(InfoReport {
-            format: layers.last().cloned().unwrap_or_default(),
+        return Ok(qcow2_report(
             layers,
-            virtual_size: size,
-            allocated_bytes: stats.data_bytes,
-            zero_bytes: size - stats.data_bytes,
-            source_bytes: prepared.meter.bytes(),
-            qcow2: Some(facts),
-        });
+            &prepared.meter,
+            prepared.virtual_size,
+            stats.data_bytes,
+            facts,
+        ));
     }
     let stats = prepared
         .producer

@@ -567,18 +567,8 @@ impl<R: ReadAt> ExtentReader for Qcow2Reader<R> {
     }
 
     fn next_extent(&mut self) -> Result<Option<Extent>, FormatError> {
-        let size = self.header.size;
-        if self.pos >= size {
-            // D1: an odd virtual size is rounded up with a zero tail.
-            if self.pos < self.padded_end {
-                let e = Extent::Zero {
-                    offset: self.pos,
-                    len: self.padded_end - self.pos,
-                };
-                self.pos = self.padded_end;
-                return Ok(Some(e));
-            }
-            return Ok(None);
+        if let Some(tail) = past_end(&mut self.pos, self.header.size, self.padded_end) {
+            return Ok(tail);
         }
         let first = self.next_piece()?;
         let e = match first.source {
@@ -588,6 +578,23 @@ impl<R: ReadAt> ExtentReader for Qcow2Reader<R> {
         };
         Ok(Some(e))
     }
+}
+
+/// At or past the virtual size: `Some` of the zero tail that rounds an odd
+/// size up to 512 (D1), then `Some(None)`; `None` while inside the image.
+fn past_end(pos: &mut u64, size: u64, padded_end: u64) -> Option<Option<Extent>> {
+    if *pos < size {
+        return None;
+    }
+    if *pos < padded_end {
+        let e = Extent::Zero {
+            offset: *pos,
+            len: padded_end - *pos,
+        };
+        *pos = padded_end;
+        return Some(Some(e));
+    }
+    Some(None)
 }
 
 fn ranges_overlap(a: u64, alen: u64, b: u64, blen: u64) -> bool {

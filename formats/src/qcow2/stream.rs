@@ -26,7 +26,7 @@ use super::compressed::Decompressor;
 use super::error::Qcow2Error;
 use super::header::{self, Header};
 use super::table::{decode_l1, decode_l2, L2Entry};
-use super::{max_compressed_input, MetaMap};
+use super::{max_compressed_input, past_end, MetaMap};
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
 use crate::{ErrorKind, Extent, ExtentReader, FormatError};
@@ -666,16 +666,8 @@ impl<R: Read> Qcow2Stream<R> {
 
     fn next(&mut self) -> Result<Option<Extent>, Qcow2Error> {
         let size = self.header.size;
-        if self.out >= size {
-            if self.out < self.padded_end {
-                let e = Extent::Zero {
-                    offset: self.out,
-                    len: self.padded_end - self.out,
-                };
-                self.out = self.padded_end;
-                return Ok(Some(e));
-            }
-            return Ok(None);
+        if let Some(tail) = past_end(&mut self.out, size, self.padded_end) {
+            return Ok(tail);
         }
         let g = self.out;
         let (len, entry) = loop {
