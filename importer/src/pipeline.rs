@@ -408,7 +408,10 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         target_size: opts.target_size,
         zero_tail: opts.zero_tail,
     };
-    let (mut sink, guard) = sink::open(&info, sink_opts)?;
+    let (sink, guard) = sink::open(&info, sink_opts)?;
+    // Declared after the guard so it is dropped (and its writes finished)
+    // before the guard cleans up after a failure.
+    let mut sink = sink;
     if let Some(size) = prepared.virtual_size {
         sink.begin(size)
             .map_err(|e| ImportError::writing(&target, e))?;
