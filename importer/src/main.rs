@@ -205,7 +205,21 @@ fn describe(err: &ImportError, verbose: bool) -> String {
     formats::text::escape(&parts.join(": "))
 }
 
+/// Large buffers (xz blocks, qcow2 extents) come and go; glibc's dynamic
+/// mmap threshold would move them into the heap after the first free, where
+/// freed memory stays resident. A fixed threshold keeps peak RSS to what is
+/// live (benches/RESULTS.md).
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any other thread exists and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let level = if cli.verbose { "info" } else { "warn" };
     tracing_subscriber::fmt()
