@@ -77,6 +77,9 @@ pub struct MapStats {
 #[derive(Debug, Default)]
 struct MetaMap {
     ranges: Vec<(u64, u64, &'static str)>,
+    /// `max_end[i]`: the largest end among `ranges[..=i]`, so a query knows
+    /// in O(log n) whether anything before it reaches its start.
+    max_end: Vec<u64>,
 }
 
 impl MetaMap {
@@ -86,16 +89,27 @@ impl MetaMap {
 
     fn seal(&mut self) {
         self.ranges.sort_unstable_by_key(|r| r.0);
+        let mut m = 0;
+        self.max_end = self
+            .ranges
+            .iter()
+            .map(|r| {
+                m = m.max(r.1);
+                m
+            })
+            .collect();
     }
 
     /// The metadata that `[start, start + len)` overlaps, if any.
     fn overlap(&self, start: u64, len: u64) -> Option<&'static str> {
         let end = start.saturating_add(len);
         let i = self.ranges.partition_point(|r| r.0 < end);
+        if i == 0 || self.max_end[i - 1] <= start {
+            return None;
+        }
         self.ranges[..i]
             .iter()
             .rev()
-            .take(64)
             .find(|r| r.1 > start)
             .map(|r| r.2)
     }
@@ -637,4 +651,23 @@ fn snapshot_table_len<R: ReadAt>(src: &R, h: &Header, file_size: u64) -> Result<
         cluster,
     )?;
     Ok(used_end - start)
+}
+
+#[cfg(test)]
+mod meta_tests {
+    use super::MetaMap;
+
+    #[test]
+    fn a_long_range_far_back_is_still_found() {
+        let mut m = MetaMap::default();
+        m.add(0x10000, 32 << 20, "the active L1 table");
+        for i in 0..1000u64 {
+            m.add(0x20000 + i * 0x1000, 0x1000, "an L2 table");
+        }
+        m.seal();
+        // Past a thousand small ranges, still inside the L1 table.
+        assert_eq!(m.overlap(0x50_0000, 0x10000), Some("the active L1 table"));
+        assert_eq!(m.overlap(0x20000 + 5 * 0x1000, 16), Some("an L2 table"));
+        assert_eq!(m.overlap((32 << 20) + 0x10000, 512), None);
+    }
 }
