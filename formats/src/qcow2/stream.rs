@@ -192,7 +192,9 @@ impl<R: Read> Qcow2Stream<R> {
         meta.seal();
         ahead.sort_unstable_by_key(|a| a.0);
         let compression = header.compression;
-        let mut s = Qcow2Stream {
+        // The L1 and refcount tables lie past the header cluster (checked
+        // above): everything left to parse is still ahead in the stream.
+        Ok(Qcow2Stream {
             input,
             pos,
             cluster,
@@ -209,10 +211,7 @@ impl<R: Read> Qcow2Stream<R> {
             spill: Spill::default(),
             spill_opts,
             decompressor: Decompressor::new(compression),
-        };
-        // Metadata that lies inside the header cluster already read.
-        s.consume_passed(&first)?;
-        Ok(s)
+        })
     }
 
     /// The parsed header.
@@ -225,20 +224,7 @@ impl<R: Read> Qcow2Stream<R> {
         self.spill.bytes
     }
 
-    /// Metadata entries that lie inside the already-read header cluster.
-    fn consume_passed(&mut self, first: &[u8]) -> Result<(), Qcow2Error> {
-        while let Some(&(off, len, role)) = self.ahead.first() {
-            if off + len > first.len() as u64 {
-                break;
-            }
-            self.ahead.remove(0);
-            let bytes = first[off as usize..(off + len) as usize].to_vec();
-            self.parse_meta(off, role, &bytes)?;
-        }
-        Ok(())
-    }
-
-    fn parse_meta(&mut self, off: u64, role: Role, bytes: &[u8]) -> Result<(), Qcow2Error> {
+    fn parse_meta(&mut self, role: Role, bytes: &[u8]) -> Result<(), Qcow2Error> {
         let cluster = self.cluster;
         match role {
             Role::RefcountTable => {
@@ -299,7 +285,6 @@ impl<R: Read> Qcow2Stream<R> {
             Role::Skip => {}
         }
         self.ahead.sort_unstable_by_key(|a| a.0);
-        let _ = off;
         Ok(())
     }
 
@@ -381,7 +366,7 @@ impl<R: Read> Qcow2Stream<R> {
                 return Err(cut("Metadata", off, len, self.pos));
             }
             let bytes = self.read_spilled("metadata", off, len)?;
-            self.parse_meta(off, role, &bytes)?;
+            self.parse_meta(role, &bytes)?;
         }
         Ok(())
     }
@@ -462,7 +447,7 @@ impl<R: Read> Qcow2Stream<R> {
                     if role != Role::Skip {
                         let mut whole = vec![0u8; skip as usize];
                         whole.extend_from_slice(&buf);
-                        self.parse_meta(off, role, &whole)?;
+                        self.parse_meta(role, &whole)?;
                     }
                     continue;
                 }
