@@ -531,40 +531,11 @@ impl<R: ReadAt> Qcow2Reader<R> {
                 }
             })
             .collect();
-        let cluster = self.cluster as usize;
-        let mut out = BytesMut::zeroed(pieces.len() * cluster);
-        let [d0, d1] = &mut self.decompressors;
-        let half = pieces.len().div_ceil(2);
-        let (out0, out1) = out.split_at_mut(half * cluster);
-        let (in0, in1) = inputs.split_at(half);
-        let run = |d: &mut Decompressor, ins: &[&[u8]], outs: &mut [u8], base: usize| {
-            for (i, (inp, o)) in ins.iter().zip(outs.chunks_mut(cluster)).enumerate() {
-                d.cluster(inp, o).map_err(|reason| (base + i, reason))?;
-            }
-            Ok::<(), (usize, String)>(())
-        };
-        // Two clusters' worth of work per thread at least, or the thread
-        // costs more than it saves.
-        let (r0, r1) = if in1.len() >= 2 {
-            std::thread::scope(|s| {
-                let h = s.spawn(|| run(d1, in1, out1, half));
-                let r0 = run(d0, in0, out0, 0);
-                (
-                    r0,
-                    h.join()
-                        .unwrap_or(Err((half, "decompression thread panicked".into()))),
-                )
-            })
-        } else {
-            (run(d0, in0, out0, 0), run(d1, in1, out1, half))
-        };
-        if let Err((i, reason)) = r0.and(r1) {
-            return Err(Qcow2Error::Decompression {
+        let mut out = decode_batch(&mut self.decompressors, &inputs, self.cluster as usize)
+            .map_err(|(i, reason)| Qcow2Error::Decompression {
                 offset: ranges[i].0,
                 reason,
-            }
-            .into());
-        }
+            })?;
         // The last piece may be clipped at the virtual size.
         out.truncate(total as usize);
         self.pos = first.guest + total;
@@ -592,6 +563,42 @@ impl<R: ReadAt> ExtentReader for Qcow2Reader<R> {
         };
         Ok(Some(e))
     }
+}
+
+/// Decompresses one cluster from each input, on two threads when there is
+/// enough work; the error names the failing input's index.
+fn decode_batch(
+    decompressors: &mut [Decompressor; 2],
+    inputs: &[&[u8]],
+    cluster: usize,
+) -> Result<BytesMut, (usize, String)> {
+    let mut out = BytesMut::zeroed(inputs.len() * cluster);
+    let [d0, d1] = decompressors;
+    let half = inputs.len().div_ceil(2);
+    let (out0, out1) = out.split_at_mut(half * cluster);
+    let (in0, in1) = inputs.split_at(half);
+    let run = |d: &mut Decompressor, ins: &[&[u8]], outs: &mut [u8], base: usize| {
+        for (i, (inp, o)) in ins.iter().zip(outs.chunks_mut(cluster)).enumerate() {
+            d.cluster(inp, o).map_err(|reason| (base + i, reason))?;
+        }
+        Ok::<(), (usize, String)>(())
+    };
+    // Two clusters' worth of work per thread at least, or the thread costs
+    // more than it saves.
+    let (r0, r1) = if in1.len() >= 2 {
+        std::thread::scope(|s| {
+            let h = s.spawn(|| run(d1, in1, out1, half));
+            let r0 = run(d0, in0, out0, 0);
+            let r1 = h
+                .join()
+                .unwrap_or(Err((half, "decompression thread panicked".into())));
+            (r0, r1)
+        })
+    } else {
+        (run(d0, in0, out0, 0), run(d1, in1, out1, half))
+    };
+    r0.and(r1)?;
+    Ok(out)
 }
 
 /// At or past the virtual size: `Some` of the zero tail that rounds an odd

@@ -26,7 +26,7 @@ use super::compressed::Decompressor;
 use super::error::Qcow2Error;
 use super::header::{self, Header};
 use super::table::{decode_l1, decode_l2, L2Entry};
-use super::{max_compressed_input, past_end, MetaMap};
+use super::{decode_batch, max_compressed_input, past_end, MetaMap};
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
 use crate::{ErrorKind, Extent, ExtentReader, FormatError};
@@ -88,6 +88,11 @@ pub struct Qcow2Stream<R> {
     carry: std::collections::BTreeMap<u64, Vec<u8>>,
     /// The rest of the stream went to scratch (spill limit exceeded).
     spooled: bool,
+    /// The last sector of the most recent data read. When it also holds
+    /// the start of a compressed cluster of the next L2 range, whose table
+    /// is still ahead (qemu packs compressed data across the range's end),
+    /// that cluster is read from here.
+    last_tail: (u64, Vec<u8>),
     /// Metadata still ahead in the stream: (host, len, role), sorted.
     ahead: Vec<(u64, u64, Role)>,
     meta: MetaMap,
@@ -95,7 +100,7 @@ pub struct Qcow2Stream<R> {
     padded_end: u64,
     spill: Spill,
     spill_opts: SpillOptions,
-    decompressor: Decompressor,
+    decompressors: [Decompressor; 2],
 }
 
 impl<R> std::fmt::Debug for Qcow2Stream<R> {
@@ -203,6 +208,7 @@ impl<R: Read> Qcow2Stream<R> {
             rev: HashMap::new(),
             carry: std::collections::BTreeMap::new(),
             spooled: false,
+            last_tail: (0, Vec::new()),
             ahead,
             meta,
             out: 0,
@@ -210,7 +216,10 @@ impl<R: Read> Qcow2Stream<R> {
             header,
             spill: Spill::default(),
             spill_opts,
-            decompressor: Decompressor::new(compression),
+            decompressors: [
+                Decompressor::new(compression),
+                Decompressor::new(compression),
+            ],
         })
     }
 
@@ -389,6 +398,14 @@ impl<R: Read> Qcow2Stream<R> {
         let mut pos = off;
         while pos < end {
             let dst = (pos - off) as usize;
+            let (ts, t) = (&self.last_tail.0, &self.last_tail.1);
+            if *ts <= pos && pos < ts + t.len() as u64 {
+                let n = ((ts + t.len() as u64).min(end) - pos) as usize;
+                let from = (pos - ts) as usize;
+                buf[dst..dst + n].copy_from_slice(&t[from..from + n]);
+                pos += n as u64;
+                continue;
+            }
             if let Some((&cs, c)) = self.carry.range(..=pos).next_back() {
                 let ce = cs + c.len() as u64;
                 if pos < ce {
@@ -585,6 +602,7 @@ impl<R: Read> Qcow2Stream<R> {
             let after = guest_end.div_ceil(self.cluster) * self.cluster;
             let tail = got.min(512);
             let tail_start = at + (got - tail) as u64;
+            self.last_tail = (tail_start, fresh[got - tail..].to_vec());
             if self.referenced(at, got as u64, after, tail_start) {
                 let fresh = fresh.to_vec();
                 self.keep(at, &fresh)?;
@@ -707,23 +725,41 @@ impl<R: Read> Qcow2Stream<R> {
                 }
             }
             L2Entry::Compressed { host, len: clen } => {
-                let take = clen.min(max_compressed_input(self.cluster));
-                self.check_data("Compressed cluster", host, take)?;
-                let (mut input, got) =
-                    self.read_host_short("compressed cluster", host, take, g + len)?;
-                // The final sector of the last cluster may be cut short.
-                if got < take && (got == 0 || take - got >= 512) {
-                    return Err(cut("Compressed cluster", host, take, host + got));
+                // Gather the compressed clusters that follow in guest order
+                // (their tables known), read them in stream order, decode
+                // them on two threads.
+                let mut batch = vec![(g, len, host, clen)];
+                let mut end = g + len;
+                while end < size && end - g + self.cluster <= MAX_DATA_EXTENT as u64 {
+                    match self.entry_at(end)? {
+                        Some((l, L2Entry::Compressed { host, len })) => {
+                            batch.push((end, l, host, len));
+                            end += l;
+                        }
+                        _ => break,
+                    }
                 }
-                input.truncate(got as usize);
-                let mut out = BytesMut::zeroed(self.cluster as usize);
-                self.decompressor
-                    .cluster(&input, &mut out)
-                    .map_err(|reason| Qcow2Error::Decompression {
-                        offset: host,
-                        reason,
-                    })?;
-                out.truncate(len as usize);
+                let mut inputs = Vec::with_capacity(batch.len());
+                for &(cg, clen_guest, host, clen) in &batch {
+                    let take = clen.min(max_compressed_input(self.cluster));
+                    self.check_data("Compressed cluster", host, take)?;
+                    let (mut input, got) =
+                        self.read_host_short("compressed cluster", host, take, cg + clen_guest)?;
+                    // The final sector of the last cluster may be cut short.
+                    if got < take && (got == 0 || take - got >= 512) {
+                        return Err(cut("Compressed cluster", host, take, host + got));
+                    }
+                    input.truncate(got as usize);
+                    inputs.push(input);
+                }
+                let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
+                let mut out = decode_batch(&mut self.decompressors, &refs, self.cluster as usize)
+                    .map_err(|(i, reason)| Qcow2Error::Decompression {
+                    offset: batch[i].2,
+                    reason,
+                })?;
+                // The last cluster may be clipped at the virtual size.
+                out.truncate((end - g) as usize);
                 Extent::Data {
                     offset: g,
                     data: out.freeze(),
