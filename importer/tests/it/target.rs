@@ -153,3 +153,30 @@ fn new_target_file_is_sparse_and_mode_0644() {
     let mode = std::fs::metadata(&out_path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+#[test]
+fn d11_killed_import_leaves_no_success_and_the_next_run_starts_clean() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let d = tmp();
+    let out_path = path(d.path(), "out.raw");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("diskimport"))
+        .args(["convert", "--no-progress", "-", &out_path])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&vec![0x5a; 4 << 20]).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "a killed import must not report success");
+    drop(stdin);
+    // The next run over the same target starts from an empty file.
+    let img = sparse_image(2 << 20);
+    let src = put(d.path(), "src.img", &img);
+    ok(&run(&["convert", "--no-progress", &src, &out_path]));
+    assert_eq!(std::fs::read(&out_path).unwrap(), img);
+}
