@@ -35,7 +35,7 @@ pub use header::{Compression, Header};
 
 use compressed::Decompressor;
 use error::check_in_file;
-use table::{decode_l1, decode_l2, L2Entry};
+use table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
 
 /// Most bytes of input read for one compressed cluster (Q69).
 pub fn max_compressed_input(cluster: u64) -> u64 {
@@ -218,19 +218,10 @@ impl<R: ReadAt> Qcow2Reader<R> {
         );
         let mut rt = vec![0u8; rt_len as usize];
         read_at(&src, "refcount table", rt_off, &mut rt)?;
-        for e in rt.chunks_exact(8).map(be64).filter(|&e| e != 0) {
-            if e & 0x1ff != 0 {
-                return Err(Qcow2Error::ReservedBits {
-                    what: "Refcount table entry",
-                    entry: e,
-                });
-            }
-            if e % cluster != 0 {
-                return Err(Qcow2Error::Unaligned {
-                    what: "Refcount block",
-                    offset: e,
-                });
-            }
+        for e in rt.chunks_exact(8).map(be64) {
+            let Some(e) = decode_refcount_entry(e, cluster)? else {
+                continue;
+            };
             check_in_file("Refcount block", e, cluster, file_size, cluster)?;
             meta.add(e, cluster, "a refcount block");
         }

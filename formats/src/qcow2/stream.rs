@@ -25,7 +25,7 @@ use bytes::BytesMut;
 use super::compressed::Decompressor;
 use super::error::Qcow2Error;
 use super::header::{self, Header};
-use super::table::{decode_l1, decode_l2, L2Entry};
+use super::table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
 use super::{decode_batch, max_compressed_input, past_end, MetaMap};
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
@@ -237,19 +237,10 @@ impl<R: Read> Qcow2Stream<R> {
         let cluster = self.cluster;
         match role {
             Role::RefcountTable => {
-                for e in bytes.chunks_exact(8).map(be64).filter(|&e| e != 0) {
-                    if e & 0x1ff != 0 {
-                        return Err(Qcow2Error::ReservedBits {
-                            what: "Refcount table entry",
-                            entry: e,
-                        });
-                    }
-                    if e % cluster != 0 {
-                        return Err(Qcow2Error::Unaligned {
-                            what: "Refcount block",
-                            offset: e,
-                        });
-                    }
+                for e in bytes.chunks_exact(8).map(be64) {
+                    let Some(e) = decode_refcount_entry(e, cluster)? else {
+                        continue;
+                    };
                     self.meta.add(e, cluster, "a refcount block");
                     if e >= self.pos {
                         self.ahead.push((e, cluster, Role::Skip));

@@ -39,6 +39,28 @@ pub fn decode_l1(entry: u64, cluster: u64) -> Result<Option<u64>, Qcow2Error> {
     Ok(Some(offset))
 }
 
+/// Decodes a refcount table entry: the refcount block offset, or `None`
+/// when unallocated (qcow2.rst "Refcount table entry": bits 0-8 reserved,
+/// offset cluster aligned).
+pub fn decode_refcount_entry(entry: u64, cluster: u64) -> Result<Option<u64>, Qcow2Error> {
+    if entry == 0 {
+        return Ok(None);
+    }
+    if entry & 0x1ff != 0 {
+        return Err(Qcow2Error::ReservedBits {
+            what: "Refcount table entry",
+            entry,
+        });
+    }
+    if entry % cluster != 0 {
+        return Err(Qcow2Error::Unaligned {
+            what: "Refcount block",
+            offset: entry,
+        });
+    }
+    Ok(Some(entry))
+}
+
 /// What one L2 entry says about its guest cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L2Entry {
