@@ -169,19 +169,9 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let mut first = vec![0u8; file_size.min(cluster) as usize];
         read_at(&src, "header", 0, &mut first)?;
         let header = header::parse(&first)?;
-        let mut meta = MetaMap::default();
-        meta.add(0, cluster, "the header");
-
-        // Active L1 table.
+        let mut meta = header_meta(&header)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         if header.l1_size > 0 {
-            if header.l1_table_offset < cluster {
-                return Err(Qcow2Error::Overlap {
-                    what: "Active L1 table",
-                    offset: header.l1_table_offset,
-                    other: "the header",
-                });
-            }
             check_in_file(
                 "L1 table",
                 header.l1_table_offset,
@@ -190,32 +180,11 @@ impl<R: ReadAt> Qcow2Reader<R> {
                 cluster,
             )?;
         }
-
         // Refcount table and blocks: never used for reading, but bounded,
         // inside the file, and kept out of the data (D6).
         let rt_off = header.refcount_table_offset;
         let rt_len = u64::from(header.refcount_table_clusters) * cluster;
-        if rt_off < cluster {
-            return Err(Qcow2Error::Overlap {
-                what: "Refcount table",
-                offset: rt_off,
-                other: "the header",
-            });
-        }
         check_in_file("Refcount table", rt_off, rt_len, file_size, cluster)?;
-        if header.l1_size > 0 && ranges_overlap(rt_off, rt_len, header.l1_table_offset, l1_bytes) {
-            return Err(Qcow2Error::Overlap {
-                what: "Refcount table",
-                offset: rt_off,
-                other: "the active L1 table",
-            });
-        }
-        meta.add(rt_off, rt_len, "the refcount table");
-        meta.add(
-            header.l1_table_offset,
-            l1_bytes.div_ceil(cluster) * cluster,
-            "the active L1 table",
-        );
         let mut rt = vec![0u8; rt_len as usize];
         read_at(&src, "refcount table", rt_off, &mut rt)?;
         for e in rt.chunks_exact(8).map(be64) {
@@ -554,6 +523,46 @@ impl<R: ReadAt> ExtentReader for Qcow2Reader<R> {
         };
         Ok(Some(e))
     }
+}
+
+/// The metadata every reader knows from the header alone: the header
+/// cluster, the refcount table and the active L1 table, placed clear of the
+/// header and of each other (Q45, Q55). The map is not sealed.
+fn header_meta(h: &Header) -> Result<MetaMap, Qcow2Error> {
+    let cluster = h.cluster_size();
+    let l1_bytes = u64::from(h.l1_size) * 8;
+    let rt_len = u64::from(h.refcount_table_clusters) * cluster;
+    if h.l1_size > 0 && h.l1_table_offset < cluster {
+        return Err(Qcow2Error::Overlap {
+            what: "Active L1 table",
+            offset: h.l1_table_offset,
+            other: "the header",
+        });
+    }
+    if h.refcount_table_offset < cluster {
+        return Err(Qcow2Error::Overlap {
+            what: "Refcount table",
+            offset: h.refcount_table_offset,
+            other: "the header",
+        });
+    }
+    if h.l1_size > 0 && ranges_overlap(h.refcount_table_offset, rt_len, h.l1_table_offset, l1_bytes)
+    {
+        return Err(Qcow2Error::Overlap {
+            what: "Refcount table",
+            offset: h.refcount_table_offset,
+            other: "the active L1 table",
+        });
+    }
+    let mut meta = MetaMap::default();
+    meta.add(0, cluster, "the header");
+    meta.add(h.refcount_table_offset, rt_len, "the refcount table");
+    meta.add(
+        h.l1_table_offset,
+        l1_bytes.div_ceil(cluster) * cluster,
+        "the active L1 table",
+    );
+    Ok(meta)
 }
 
 /// Decompresses one cluster from each input, on two threads when there is

@@ -26,7 +26,7 @@ use super::compressed::Decompressor;
 use super::error::Qcow2Error;
 use super::header::{self, Header};
 use super::table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
-use super::{decode_batch, max_compressed_input, past_end, MetaMap};
+use super::{decode_batch, header_meta, max_compressed_input, past_end, MetaMap};
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
 use crate::{ErrorKind, Extent, ExtentReader, FormatError};
@@ -151,48 +151,17 @@ impl<R: Read> Qcow2Stream<R> {
         }
         let header = header::parse(&first)?;
         let pos = first.len() as u64;
-        let mut meta = MetaMap::default();
-        meta.add(0, cluster, "the header");
+        let mut meta = header_meta(&header)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         let rt_len = u64::from(header.refcount_table_clusters) * cluster;
         let mut ahead = vec![(header.refcount_table_offset, rt_len, Role::RefcountTable)];
         if header.l1_size > 0 {
-            if header.l1_table_offset < cluster {
-                return Err(Qcow2Error::Overlap {
-                    what: "Active L1 table",
-                    offset: header.l1_table_offset,
-                    other: "the header",
-                });
-            }
             // The L1 table owns whole clusters: its padding is not data.
             ahead.push((
                 header.l1_table_offset,
                 l1_bytes.div_ceil(cluster) * cluster,
                 Role::L1,
             ));
-        }
-        if header.refcount_table_offset < cluster {
-            return Err(Qcow2Error::Overlap {
-                what: "Refcount table",
-                offset: header.refcount_table_offset,
-                other: "the header",
-            });
-        }
-        meta.add(header.refcount_table_offset, rt_len, "the refcount table");
-        meta.add(
-            header.l1_table_offset,
-            l1_bytes.div_ceil(cluster) * cluster,
-            "the active L1 table",
-        );
-        if header.l1_size > 0
-            && header.refcount_table_offset < header.l1_table_offset + l1_bytes
-            && header.l1_table_offset < header.refcount_table_offset + rt_len
-        {
-            return Err(Qcow2Error::Overlap {
-                what: "Refcount table",
-                offset: header.refcount_table_offset,
-                other: "the active L1 table",
-            });
         }
         meta.seal();
         ahead.sort_unstable_by_key(|a| a.0);
