@@ -89,6 +89,10 @@ pub enum FormatError {
     /// A qcow2 error.
     #[error(transparent)]
     Qcow2(#[from] crate::qcow2::Qcow2Error),
+    /// The source is an HTML page (a login or error page), not an image
+    /// (D13).
+    #[error("Server returned an HTML page, not a disk image")]
+    HtmlPage,
     /// The stream was expected to be of one format and is not.
     #[error("Source is not a {expected} image (detected {found})")]
     NotExpectedFormat {
@@ -125,7 +129,7 @@ impl Classify for FormatError {
     fn kind(&self) -> ErrorKind {
         match self {
             FormatError::Classified(_, kind) => *kind,
-            FormatError::NotExpectedFormat { .. } => ErrorKind::Format,
+            FormatError::NotExpectedFormat { .. } | FormatError::HtmlPage => ErrorKind::Format,
             FormatError::Qcow2(e) => e.kind(),
             FormatError::Reading { source, .. } => classify_io(source),
             FormatError::UnsupportedFormat { .. } | FormatError::UnsupportedVersion { .. } => {

@@ -15,6 +15,9 @@ pub enum ImportError {
     /// A format error.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The HTTP source failed.
+    #[error(transparent)]
+    Http(#[from] sources::http::HttpError),
     /// An internal failure (a worker thread panicked).
     #[error("Internal error: {0}")]
     Internal(String),
@@ -78,6 +81,7 @@ impl Classify for ImportError {
     fn kind(&self) -> ErrorKind {
         match self {
             ImportError::Format(e) => e.kind(),
+            ImportError::Http(e) => e.kind(),
             ImportError::Internal(_) => ErrorKind::Target,
             ImportError::Layers(e) => e.kind(),
             ImportError::NoSpace { .. } => ErrorKind::Target,

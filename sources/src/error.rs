@@ -9,7 +9,7 @@ use formats::error::{classify_io, Classify, ErrorKind};
 #[non_exhaustive]
 pub enum SourceError {
     /// The user checksum did not match the source bytes.
-    #[error("Source checksum mismatch: expected {algorithm}:{expected}, got {algorithm}:{actual}")]
+    #[error("Checksum validation failed: checksum mismatch, expected {algorithm}:{expected}, got {algorithm}:{actual}")]
     ChecksumMismatch {
         /// Hash algorithm name.
         algorithm: &'static str,

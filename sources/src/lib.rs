@@ -36,6 +36,7 @@
 pub mod decode;
 pub mod error;
 pub mod file;
+pub mod http;
 pub mod layers;
 pub mod meter;
 pub mod peek;

@@ -1,12 +1,15 @@
 //! End-to-end tests of the `diskimport` binary: differential conversions,
 //! hostile inputs from the spec (sections 3.3, 3.4, 3.9), CLI flags and
-//! block-device targets on loop devices.
+//! block-device targets on loop devices, and the HTTP source against a
+//! real nginx and a fault-injecting server (section 3.6).
 
 mod block;
 mod cli;
 mod common;
 mod compression;
 mod convert;
+mod http;
+mod net;
 mod qcow2;
 mod qcow2_hostile;
 mod target;

@@ -1,0 +1,623 @@
+//! The HTTP and HTTPS source.
+//!
+//! ```text
+//! open(url) -- GET, redirects followed here (<= 10, http(s) only, no
+//!              downgrade, credentials kept same-origin only), retries
+//!   |          with back-off; the final URL is then reused for every request
+//!   +--> HttpBody: std::io::Read over the body, resumed with Range +
+//!   |    If-Range after a break (no byte fetched twice, no two versions mixed)
+//!   +--> HttpRanges: ReadAt over range requests on several connections,
+//!        for the qcow2 random-access reader (no scratch copy)
+//! ```
+//!
+//! Network I/O runs on a small tokio runtime owned by the client; the
+//! consumers are plain blocking readers on the pipeline's own threads, so
+//! no CPU-heavy stage ever runs on an executor thread.
+
+mod egress;
+mod error;
+mod ranges;
+mod stream;
+mod tls;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+pub use egress::{Cidr, EgressPolicy};
+pub use error::HttpError;
+pub use ranges::HttpRanges;
+pub use stream::HttpBody;
+
+/// At most this many redirects are followed (H11).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Whether `s` names an HTTP(S) source.
+pub fn is_url(s: &str) -> bool {
+    scheme_of(s).is_some_and(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+}
+
+/// The URL scheme of `s` when it looks like `scheme://...` (a local path
+/// with `://` in it is unusual enough to be taken as a URL).
+pub fn scheme_of(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
+/// Retry behaviour for transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts after the first one.
+    pub retries: u32,
+    /// First back-off delay; doubled each time.
+    pub base_delay: Duration,
+    /// Longest back-off delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        self.base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay)
+    }
+}
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Directories of extra CA certificates (PEM), e.g. CDI's
+    /// `IMPORTER_CERT_DIR` and the proxy CA directory.
+    pub ca_dirs: Vec<PathBuf>,
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// Basic auth user.
+    pub username: Option<String>,
+    /// Basic auth password.
+    pub password: Option<String>,
+    /// Extra request headers; all treated as secrets (never logged, never
+    /// sent cross-origin).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+    /// Give up when no byte arrives for this long (CDI: 10 minutes).
+    pub idle_timeout: Duration,
+    /// Give up when the whole download takes longer than this.
+    pub deadline: Option<Duration>,
+    /// Parallel connections for range reads.
+    pub connections: usize,
+    /// Where connections may go.
+    pub egress: EgressPolicy,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            ca_dirs: Vec::new(),
+            insecure: false,
+            username: None,
+            password: None,
+            headers: Vec::new(),
+            retry: RetryPolicy::default(),
+            idle_timeout: Duration::from_secs(600),
+            deadline: None,
+            connections: 4,
+            egress: EgressPolicy::default(),
+        }
+    }
+}
+
+/// Parses a `Name: value` header line (`--header`, CDI's
+/// `IMPORTER_EXTRA_HEADER_<n>` and its secret header files).
+pub fn parse_header(line: &str) -> Result<(HeaderName, HeaderValue), HttpError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let bad = |why: &str| {
+        // The value may be a secret: only the name is shown.
+        let name = line.split(':').next().unwrap_or_default();
+        HttpError::Config(format!(
+            "Invalid header {:?}: {why}",
+            formats::text::escape(name)
+        ))
+    };
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| bad("expected Name: value"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad("bad name"))?;
+    let mut value = HeaderValue::from_str(value.trim()).map_err(|_| bad("bad value"))?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// Reads the header files of `dir`: every non-hidden regular file in it or
+/// in its immediate subdirectories (CDI mounts secret headers as
+/// `/extraheaders/<n>/<key>`) holds one `Name: value` line.
+pub fn read_header_dir(dir: &std::path::Path) -> Result<Vec<(HeaderName, HeaderValue)>, HttpError> {
+    let mut files = tls::visible_files(dir)?;
+    for sub in std::fs::read_dir(dir).map_err(|e| HttpError::Config(e.to_string()))? {
+        let sub = sub.map_err(|e| HttpError::Config(e.to_string()))?;
+        if !sub.file_name().to_string_lossy().starts_with('.')
+            && std::fs::metadata(sub.path()).is_ok_and(|m| m.is_dir())
+        {
+            files.extend(tls::visible_files(&sub.path())?);
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                HttpError::Config(format!(
+                    "Reading header file {:?}: {e}",
+                    formats::text::escape(&f.display().to_string())
+                ))
+            })?;
+            parse_header(text.trim())
+        })
+        .collect()
+}
+
+/// A URL as it may be shown: no credentials, no query (signed URLs carry
+/// tokens there), control characters escaped.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        u.set_query(Some("..."));
+    }
+    u.set_fragment(None);
+    formats::text::escape(u.as_str())
+}
+
+/// Counters of one download, for reports and tests.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    resumes: AtomicU64,
+    fetched: AtomicU64,
+    refetched: AtomicU64,
+}
+
+/// A snapshot of [`HttpStats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HttpCounts {
+    /// Requests sent.
+    pub requests: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Broken bodies continued with a range request.
+    pub resumes: u64,
+    /// Body bytes received.
+    pub fetched_bytes: u64,
+    /// Body bytes received a second time (restarts without ranges).
+    pub refetched_bytes: u64,
+}
+
+impl HttpStats {
+    /// The current counts.
+    pub fn counts(&self) -> HttpCounts {
+        HttpCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            resumes: self.resumes.load(Ordering::Relaxed),
+            fetched_bytes: self.fetched.load(Ordering::Relaxed),
+            refetched_bytes: self.refetched.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What identifies one version of the resource (`If-Range`, H23).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Validator {
+    ETag(HeaderValue),
+    LastModified(HeaderValue),
+}
+
+impl Validator {
+    fn of(h: &HeaderMap) -> Option<Self> {
+        // Only a strong ETag may be used with If-Range.
+        if let Some(e) = h.get(header::ETAG) {
+            if !e.as_bytes().starts_with(b"W/") {
+                return Some(Validator::ETag(e.clone()));
+            }
+        }
+        h.get(header::LAST_MODIFIED)
+            .map(|v| Validator::LastModified(v.clone()))
+    }
+
+    fn value(&self) -> &HeaderValue {
+        match self {
+            Validator::ETag(v) | Validator::LastModified(v) => v,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let name = match self {
+            Validator::ETag(_) => "ETag",
+            Validator::LastModified(_) => "Last-Modified",
+        };
+        format!(
+            "{name} {}",
+            formats::text::escape(&String::from_utf8_lossy(self.value().as_bytes()))
+        )
+    }
+}
+
+/// What the first response told us about the resource.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The URL after redirects, used for every later request.
+    pub url: Url,
+    /// `Content-Length`, when sent.
+    pub length: Option<u64>,
+    /// `Content-Type`, when sent.
+    pub content_type: Option<String>,
+    /// The server announced `Accept-Ranges: bytes`.
+    pub ranges: bool,
+    pub(crate) validator: Option<Validator>,
+}
+
+impl Resource {
+    /// Whether random access by range requests is possible and safe: ranges
+    /// announced, length known, and a validator to pin the version.
+    pub fn random_access(&self) -> bool {
+        self.ranges && self.length.is_some() && self.validator.is_some()
+    }
+}
+
+/// What network tasks share: the client and the download's state. Tasks
+/// never hold the runtime itself, so it is always dropped from a plain
+/// thread.
+pub(crate) struct Net {
+    client: reqwest::Client,
+    opts: HttpOptions,
+    origin: url::Origin,
+    started: Instant,
+    stats: HttpStats,
+}
+
+/// A configured client for one source URL.
+#[derive(Clone)]
+pub struct HttpClient {
+    net: Arc<Net>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+/// One failed attempt: whether it is worth retrying.
+struct Failure {
+    err: HttpError,
+    transient: bool,
+}
+
+impl From<HttpError> for Failure {
+    fn from(err: HttpError) -> Self {
+        Failure {
+            err,
+            transient: false,
+        }
+    }
+}
+
+/// Turns a reqwest error into ours: the root cause without the URL (which
+/// may carry tokens), TLS and egress refusals recognised.
+fn classify_reqwest(e: &reqwest::Error) -> Failure {
+    let mut chain = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut tls = false;
+    while let Some(c) = cur {
+        if let Some(d) = c.downcast_ref::<egress::DestinationRefused>() {
+            return HttpError::Destination(d.0.clone()).into();
+        }
+        if c.downcast_ref::<rustls::Error>().is_some() {
+            tls = true;
+        }
+        chain.push(c.to_string());
+        cur = c.source();
+    }
+    chain.dedup();
+    let detail = formats::text::escape(&if chain.is_empty() {
+        e.to_string()
+    } else {
+        chain.join(": ")
+    });
+    if tls || detail.contains("certificate") || detail.contains("tls handshake") {
+        return HttpError::Tls(detail).into();
+    }
+    if e.is_body() || e.is_decode() {
+        return Failure {
+            err: HttpError::Protocol(detail),
+            transient: true,
+        };
+    }
+    Failure {
+        err: HttpError::Connect { detail },
+        transient: true,
+    }
+}
+
+fn status_failure(status: StatusCode, expected: u16) -> Failure {
+    let transient = status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS;
+    Failure {
+        err: HttpError::Status {
+            expected,
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or("").to_owned(),
+        },
+        transient,
+    }
+}
+
+fn check_scheme(url: &Url) -> Result<(), HttpError> {
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(HttpError::RedirectScheme(formats::text::escape(other))),
+    }
+}
+
+impl HttpClient {
+    /// A client for `url` (whose origin is the one credentials go to).
+    pub fn new(url: &Url, opts: HttpOptions) -> Result<Self, HttpError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::Url {
+                url: redact(url),
+                reason: "only http and https are supported".into(),
+            });
+        }
+        if url.host().is_none() {
+            return Err(HttpError::Url {
+                url: redact(url),
+                reason: "no host".into(),
+            });
+        }
+        let dirs: Vec<&std::path::Path> = opts.ca_dirs.iter().map(PathBuf::as_path).collect();
+        let tls = tls::client_config(&dirs, opts.insecure)?;
+        let policy = Arc::new(opts.egress.clone());
+        let mut defaults = HeaderMap::new();
+        defaults.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(egress::PolicyResolver { policy }))
+            .user_agent(concat!("diskimport/", env!("CARGO_PKG_VERSION")))
+            .default_headers(defaults)
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(30).min(opts.idle_timeout))
+            .pool_max_idle_per_host(opts.connections.max(1) + 1)
+            .build()
+            .map_err(|e| HttpError::Config(format!("HTTP client setup: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("http")
+            .enable_all()
+            .build()
+            .map_err(|e| HttpError::Config(format!("Starting the HTTP runtime: {e}")))?;
+        Ok(HttpClient {
+            net: Arc::new(Net {
+                client,
+                opts,
+                origin: url.origin(),
+                started: Instant::now(),
+                stats: HttpStats::default(),
+            }),
+            rt: Arc::new(rt),
+        })
+    }
+
+    /// The download's counters.
+    pub fn stats(&self) -> HttpCounts {
+        self.net.stats.counts()
+    }
+
+    /// Opens the URL: the first GET, redirects resolved once. Returns what
+    /// the server said about the resource and a reader over the body.
+    pub fn open(&self, url: &Url) -> Result<(Resource, HttpBody), HttpError> {
+        let net = self.net.clone();
+        let (final_url, resp) = self.rt.block_on(net.retrying(|| async {
+            let (u, resp) = net.follow(url).await?;
+            if resp.status() != StatusCode::OK {
+                return Err(status_failure(resp.status(), 200));
+            }
+            Ok((u, resp))
+        }))?;
+        let h = resp.headers();
+        let resource = Resource {
+            url: final_url,
+            length: resp.content_length(),
+            content_type: h
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            ranges: h
+                .get(header::ACCEPT_RANGES)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes")),
+            validator: Validator::of(h),
+        };
+        if h.get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            // H19: never decoded transparently; the bytes as served are the
+            // source (and what a checksum covers).
+            tracing::warn!("Server sent a Content-Encoding although identity was asked for.");
+        }
+        let body = HttpBody::start(self, resource.clone(), resp);
+        Ok((resource, body))
+    }
+
+    /// Random access to `resource` by range requests; bytes received are
+    /// counted on `meter`.
+    pub fn ranges(
+        &self,
+        resource: &Resource,
+        meter: Option<Arc<crate::meter::Meter>>,
+    ) -> HttpRanges {
+        HttpRanges::new(self, resource.clone(), meter)
+    }
+}
+
+impl Net {
+    fn opts(&self) -> &HttpOptions {
+        &self.opts
+    }
+
+    fn deadline_left(&self) -> Result<Option<Duration>, HttpError> {
+        match self.opts.deadline {
+            None => Ok(None),
+            Some(d) => d
+                .checked_sub(self.started.elapsed())
+                .filter(|left| !left.is_zero())
+                .map(Some)
+                .ok_or(HttpError::Deadline(d.as_secs())),
+        }
+    }
+
+    /// How long to wait for the next byte: the idle timeout, cut by the
+    /// deadline. Returns the error to give when it passes.
+    fn wait_limit(&self) -> Result<(Duration, HttpError), HttpError> {
+        let idle = self.opts.idle_timeout;
+        Ok(match self.deadline_left()? {
+            Some(left) if left < idle => (
+                left,
+                HttpError::Deadline(self.opts.deadline.unwrap_or_default().as_secs()),
+            ),
+            _ => (idle, HttpError::Idle(idle.as_secs())),
+        })
+    }
+
+    /// Refuses IP-literal hosts the policy denies (names are checked by the
+    /// resolver at connect time).
+    fn check_destination(&self, url: &Url) -> Result<(), HttpError> {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(a)) => std::net::IpAddr::V4(a),
+            Some(url::Host::Ipv6(a)) => std::net::IpAddr::V6(a),
+            _ => return Ok(()),
+        };
+        if self.opts.egress.permits(ip) {
+            Ok(())
+        } else {
+            Err(HttpError::Destination(ip.to_string()))
+        }
+    }
+
+    /// One GET, credentials and user headers only to the original origin.
+    async fn send(
+        &self,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<reqwest::Response, Failure> {
+        self.check_destination(url)?;
+        let (limit, on_timeout) = self.wait_limit()?;
+        let opts = self.opts();
+        let mut req = self.client.get(url.clone());
+        if url.origin() == self.origin {
+            for (n, v) in &opts.headers {
+                req = req.header(n, v);
+            }
+            if let Some(user) = &opts.username {
+                req = req.basic_auth(user, opts.password.as_deref());
+            } else if !url.username().is_empty() {
+                req = req.basic_auth(url.username(), url.password());
+            }
+        }
+        for (n, v) in extra {
+            req = req.header(n, v);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(limit, req.send()).await {
+            Err(_) => Err(Failure {
+                err: on_timeout,
+                transient: false,
+            }),
+            Ok(Err(e)) => Err(classify_reqwest(&e)),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// GET `url`, following redirects by our rules, until a final answer.
+    async fn follow(&self, start: &Url) -> Result<(Url, reqwest::Response), Failure> {
+        let mut url = start.clone();
+        for hop in 0..=MAX_REDIRECTS {
+            let resp = self.send(&url, &[]).await?;
+            let status = resp.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok((url, resp));
+            }
+            if hop == MAX_REDIRECTS {
+                break;
+            }
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .ok_or(HttpError::BadRedirect {
+                    status: status.as_u16(),
+                })?;
+            check_scheme(&next)?;
+            if url.scheme() == "https" && next.scheme() == "http" {
+                return Err(HttpError::Downgrade(redact(&next)).into());
+            }
+            tracing::debug!(to = %redact(&next), "following redirect");
+            url = next;
+        }
+        Err(HttpError::TooManyRedirects(MAX_REDIRECTS).into())
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries
+    /// are used up.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, HttpError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.opts.retry;
+        let mut n = 0;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(f) if f.transient && n < policy.retries => {
+                    let delay = policy.delay(n);
+                    if let Some(left) = self.deadline_left()? {
+                        if left <= delay {
+                            return Err(f.err);
+                        }
+                    }
+                    tracing::warn!(attempt = n + 1, "{}; retrying in {:?}", f.err, delay);
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    n += 1;
+                }
+                Err(f) => return Err(f.err),
+            }
+        }
+    }
+}

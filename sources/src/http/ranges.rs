@@ -1,0 +1,323 @@
+//! Random access over HTTP range requests, for the qcow2 reader: no
+//! scratch copy of the image is ever made.
+//!
+//! The file is cut into fixed blocks. [`ReadAt::prefetch`] hints from the
+//! reader's read-ahead start block fetches on up to `connections` parallel
+//! connections, so the link stays full while the reader decodes; a read
+//! waits only for the blocks it needs. Every request carries `If-Range`
+//! with the validator of the first response, and every `206` must cover
+//! exactly the bytes asked for (H07, H23). A fetch that breaks continues
+//! from its last byte, so nothing is fetched twice.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use formats::read_at::ReadAt;
+use reqwest::header::{self, HeaderValue};
+use reqwest::StatusCode;
+
+use super::stream::content_range;
+use super::{status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
+use crate::meter::Meter;
+
+/// Bytes per range request.
+pub const BLOCK: u64 = 2 << 20;
+/// Blocks kept or in flight: bounds memory at 24 MiB.
+const MAX_BLOCKS: usize = 12;
+
+enum Slot {
+    Pending,
+    Ready { data: Bytes, used: u64 },
+    Failed(HttpError),
+}
+
+#[derive(Default)]
+struct Cache {
+    slots: HashMap<u64, Slot>,
+    tick: u64,
+}
+
+impl Cache {
+    /// Drops the least recently used finished block; false when every
+    /// block is still in flight.
+    fn evict_one(&mut self) -> bool {
+        let victim = self
+            .slots
+            .iter()
+            .filter_map(|(&i, s)| match s {
+                Slot::Ready { used, .. } => Some((*used, i)),
+                Slot::Failed(_) => Some((0, i)),
+                Slot::Pending => None,
+            })
+            .min()
+            .map(|(_, i)| i);
+        victim.is_some_and(|i| self.slots.remove(&i).is_some())
+    }
+}
+
+struct Shared {
+    net: Arc<Net>,
+    res: Resource,
+    size: u64,
+    cache: Mutex<Cache>,
+    ready: Condvar,
+    permits: Arc<tokio::sync::Semaphore>,
+    meter: Option<Arc<Meter>>,
+}
+
+/// [`ReadAt`] over range requests.
+pub struct HttpRanges {
+    shared: Arc<Shared>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for HttpRanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRanges")
+            .field("size", &self.shared.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpRanges {
+    pub(crate) fn new(client: &HttpClient, res: Resource, meter: Option<Arc<Meter>>) -> Self {
+        let connections = client.net.opts.connections.max(1);
+        HttpRanges {
+            shared: Arc::new(Shared {
+                net: client.net.clone(),
+                size: res.length.unwrap_or(0),
+                res,
+                cache: Mutex::new(Cache::default()),
+                ready: Condvar::new(),
+                permits: Arc::new(tokio::sync::Semaphore::new(connections)),
+                meter,
+            }),
+            rt: client.rt.clone(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts fetching block `idx` (the caller made room).
+    fn schedule(&self, cache: &mut Cache, idx: u64) {
+        cache.slots.insert(idx, Slot::Pending);
+        let shared = self.shared.clone();
+        self.rt.spawn(async move {
+            let start = idx * BLOCK;
+            let end = (start + BLOCK).min(shared.size);
+            let result = {
+                let _permit = shared.permits.acquire().await;
+                fetch(&shared, start, end).await
+            };
+            let mut cache = shared
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cache.tick += 1;
+            let used = cache.tick;
+            cache.slots.insert(
+                idx,
+                match result {
+                    Ok(data) => Slot::Ready { data, used },
+                    Err(e) => Slot::Failed(e),
+                },
+            );
+            shared.ready.notify_all();
+        });
+    }
+}
+
+impl ReadAt for HttpRanges {
+    fn size(&self) -> u64 {
+        self.shared.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.shared.size)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let idx = pos / BLOCK;
+            let within = (pos % BLOCK) as usize;
+            let mut cache = self.lock();
+            loop {
+                let tick = cache.tick + 1;
+                match cache.slots.get_mut(&idx) {
+                    None => {
+                        while cache.slots.len() >= MAX_BLOCKS && cache.evict_one() {}
+                        self.schedule(&mut cache, idx);
+                    }
+                    Some(Slot::Pending) => {
+                        cache = self
+                            .shared
+                            .ready
+                            .wait(cache)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                    Some(Slot::Failed(e)) => return Err(e.clone().into_io()),
+                    Some(Slot::Ready { data, used }) => {
+                        let n = (buf.len() - done).min(data.len() - within);
+                        buf[done..done + n].copy_from_slice(&data[within..within + n]);
+                        done += n;
+                        *used = tick;
+                        cache.tick = tick;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) -> u64 {
+        let size = self.shared.size;
+        if offset >= size {
+            return len;
+        }
+        let idx = offset / BLOCK;
+        let take = ((idx + 1) * BLOCK).min(size) - offset;
+        let mut cache = self.lock();
+        if cache.slots.contains_key(&idx) {
+            return take;
+        }
+        if cache.slots.len() >= MAX_BLOCKS && !cache.evict_one() {
+            return 0;
+        }
+        self.schedule(&mut cache, idx);
+        take
+    }
+}
+
+/// Fetches `[start, end)`, continuing after breaks from the last byte
+/// received.
+async fn fetch(shared: &Shared, start: u64, end: u64) -> Result<Bytes, HttpError> {
+    let (net, res) = (&*shared.net, &shared.res);
+    let mut buf = BytesMut::with_capacity((end - start) as usize);
+    let mut failures = 0u32;
+    loop {
+        let before = buf.len();
+        match fetch_into(net, res, shared.meter.as_deref(), start, end, &mut buf).await {
+            Ok(()) => return Ok(buf.freeze()),
+            Err(f) if f.transient && failures < net.opts.retry.retries => {
+                if buf.len() > before {
+                    failures = 0;
+                    net.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                }
+                let delay = net.opts.retry.delay(failures);
+                if net.deadline_left()?.is_some_and(|left| left <= delay) {
+                    return Err(HttpError::Deadline(
+                        net.opts.deadline.unwrap_or_default().as_secs(),
+                    ));
+                }
+                tracing::warn!(
+                    at = start + buf.len() as u64,
+                    "{}; retrying in {:?}",
+                    f.err,
+                    delay
+                );
+                net.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(delay).await;
+                failures += 1;
+            }
+            Err(f) => return Err(f.err),
+        }
+    }
+}
+
+async fn fetch_into(
+    net: &Net,
+    res: &Resource,
+    meter: Option<&Meter>,
+    start: u64,
+    end: u64,
+    buf: &mut BytesMut,
+) -> Result<(), Failure> {
+    let at = start + buf.len() as u64;
+    let asked = format!("bytes={at}-{}", end - 1);
+    let mut extra = vec![(header::RANGE, HeaderValue::from_str(&asked).expect("ASCII"))];
+    if let Some(v) = &res.validator {
+        extra.push((header::IF_RANGE, v.value().clone()));
+    }
+    let mut resp = net.send(&res.url, &extra).await?;
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let cr = resp.headers().get(header::CONTENT_RANGE);
+            let ok = content_range(cr).is_some_and(|(a, b, total)| {
+                a == at && b == end - 1 && total.is_none_or(|t| t == res.length.unwrap_or(t))
+            });
+            if !ok {
+                return Err(HttpError::BadRange {
+                    asked,
+                    got: formats::text::escape(
+                        &cr.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                            .unwrap_or_default(),
+                    ),
+                }
+                .into());
+            }
+        }
+        StatusCode::OK => {
+            if Validator::of(resp.headers()) != res.validator {
+                return Err(HttpError::Changed("the server sent a new version".into()).into());
+            }
+            if !(at == 0 && end == res.length.unwrap_or(u64::MAX)) {
+                return Err(HttpError::Protocol(format!(
+                    "the server ignored the range request {asked}"
+                ))
+                .into());
+            }
+        }
+        s => return Err(status_failure(s, 206)),
+    }
+    loop {
+        let (limit, on_timeout) = net.wait_limit()?;
+        match tokio::time::timeout(limit, resp.chunk()).await {
+            Err(_) => return Err(on_timeout.into()),
+            Ok(Ok(Some(chunk))) => {
+                let n = chunk.len() as u64;
+                if buf.len() as u64 + n > end - start {
+                    return Err(HttpError::Protocol(format!(
+                        "more bytes than asked for in {asked}"
+                    ))
+                    .into());
+                }
+                net.stats.fetched.fetch_add(n, Ordering::Relaxed);
+                if let Some(m) = meter {
+                    m.advance(n);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => {
+                if buf.len() as u64 == end - start {
+                    return Ok(());
+                }
+                return Err(Failure {
+                    err: HttpError::Truncated {
+                        got: start + buf.len() as u64,
+                        expected: end.to_string(),
+                        detail: "range response ended early".into(),
+                    },
+                    transient: true,
+                });
+            }
+            Ok(Err(e)) => {
+                let mut f = super::classify_reqwest(&e);
+                f.transient = true;
+                return Err(f);
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! A response body as a blocking `Read`, resumed after breaks.
+//!
+//! A network task reads the body and hands batches to the reader through a
+//! bounded channel. When the body breaks (reset, short body, missing final
+//! chunk) the task asks for the rest with `Range: bytes=POS-` and
+//! `If-Range: <validator>`: a `206` starting exactly at POS continues the
+//! stream; a `200` is either a server without ranges (same version: the
+//! first POS bytes are dropped, counted as re-fetched) or a new version of
+//! the resource (refused: two versions are never mixed, H23).
+
+use std::io::{self, Read};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use reqwest::header::{self, HeaderValue};
+use reqwest::StatusCode;
+use tokio::sync::mpsc;
+
+use super::{
+    classify_reqwest, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator,
+};
+
+/// Bytes handed to the reader at a time.
+const BATCH: usize = 256 << 10;
+/// Batches in flight: bounds memory whatever the link speed.
+const DEPTH: usize = 8;
+
+enum Msg {
+    Data(Bytes),
+    End,
+    Failed(HttpError),
+}
+
+/// The body of an HTTP source, as a blocking reader.
+pub struct HttpBody {
+    rx: mpsc::Receiver<Msg>,
+    cur: Bytes,
+    done: bool,
+    task: tokio::task::JoinHandle<()>,
+    _rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for HttpBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBody").finish_non_exhaustive()
+    }
+}
+
+impl HttpBody {
+    pub(crate) fn start(client: &HttpClient, res: Resource, resp: reqwest::Response) -> Self {
+        let (tx, rx) = mpsc::channel(DEPTH);
+        let net = client.net.clone();
+        let task = client.rt.spawn(async move {
+            let msg = match pump(&net, &res, resp, &tx).await {
+                Ok(()) => Msg::End,
+                Err(e) => Msg::Failed(e),
+            };
+            let _ = tx.send(msg).await;
+        });
+        HttpBody {
+            rx,
+            cur: Bytes::new(),
+            done: false,
+            task,
+            _rt: client.rt.clone(),
+        }
+    }
+}
+
+impl Read for HttpBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Msg::Data(b)) => self.cur = b,
+                Some(Msg::End) => self.done = true,
+                Some(Msg::Failed(e)) => {
+                    self.done = true;
+                    return Err(e.into_io());
+                }
+                None => {
+                    // The task ended without a verdict: never a clean end.
+                    self.done = true;
+                    return Err(io::Error::other("HTTP download task ended unexpectedly"));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        Ok(n)
+    }
+}
+
+impl Drop for HttpBody {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether `h` describes the same version as `res`.
+fn same_version(res: &Resource, h: &reqwest::header::HeaderMap, length: Option<u64>) -> bool {
+    res.validator.is_some() && Validator::of(h) == res.validator && length == res.length
+}
+
+/// Parses `bytes FIRST-LAST/TOTAL`.
+pub(super) fn content_range(v: Option<&HeaderValue>) -> Option<(u64, u64, Option<u64>)> {
+    let s = v?.to_str().ok()?.strip_prefix("bytes ")?;
+    let (range, total) = s.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+    let total = match total {
+        "*" => None,
+        t => Some(t.parse::<u64>().ok()?),
+    };
+    (a <= b).then_some((a, b, total))
+}
+
+/// Asks for the rest of the body from `pos`. Returns the response and how
+/// many of its first bytes to drop.
+async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Response, u64), Failure> {
+    if let (true, Some(v)) = (res.ranges && pos > 0, &res.validator) {
+        let range = HeaderValue::from_str(&format!("bytes={pos}-")).expect("ASCII");
+        let resp = net
+            .send(
+                &res.url,
+                &[
+                    (header::RANGE, range),
+                    (header::IF_RANGE, v.value().clone()),
+                ],
+            )
+            .await?;
+        return match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp.headers().get(header::CONTENT_RANGE);
+                match content_range(cr) {
+                    Some((a, b, total))
+                        if a == pos
+                            && (res.length.is_none() || total == res.length)
+                            && res.length.is_none_or(|l| b + 1 == l) =>
+                    {
+                        Ok((resp, 0))
+                    }
+                    _ => Err(HttpError::BadRange {
+                        asked: format!("bytes={pos}-"),
+                        got: formats::text::escape(
+                            &cr.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                .unwrap_or_default(),
+                        ),
+                    }
+                    .into()),
+                }
+            }
+            StatusCode::OK => {
+                let len = resp.content_length();
+                if same_version(res, resp.headers(), len) {
+                    // The range was ignored: the whole body again.
+                    Ok((resp, pos))
+                } else {
+                    Err(HttpError::Changed(describe_change(res, resp.headers())).into())
+                }
+            }
+            s => Err(status_failure(s, 206)),
+        };
+    }
+    if pos > 0 && res.validator.is_none() {
+        return Err(HttpError::Truncated {
+            got: pos,
+            expected: res.length.map_or("unknown".into(), |l| l.to_string()),
+            detail: "the server offers no way to resume safely (no Accept-Ranges, or no ETag or Last-Modified to pin the version)".into(),
+        }
+        .into());
+    }
+    let resp = net.send(&res.url, &[]).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(status_failure(resp.status(), 200));
+    }
+    let len = resp.content_length();
+    if pos > 0 && !same_version(res, resp.headers(), len) {
+        return Err(HttpError::Changed(describe_change(res, resp.headers())).into());
+    }
+    if pos == 0 && len != res.length {
+        return Err(HttpError::Changed("Content-Length differs".into()).into());
+    }
+    Ok((resp, pos))
+}
+
+fn describe_change(res: &Resource, h: &reqwest::header::HeaderMap) -> String {
+    let was = res
+        .validator
+        .as_ref()
+        .map_or("no validator".into(), Validator::describe);
+    let now = Validator::of(h).map_or("no validator".into(), |v| v.describe());
+    format!("{was}, now {now}")
+}
+
+async fn pump(
+    net: &Net,
+    res: &Resource,
+    mut resp: reqwest::Response,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<(), HttpError> {
+    let closed = || HttpError::Config("reader gone".into());
+    let mut pos = 0u64;
+    let mut skip = 0u64;
+    let mut failures = 0u32;
+    let mut batch = BytesMut::with_capacity(BATCH);
+    loop {
+        let (limit, on_timeout) = net.wait_limit()?;
+        let mut broken = match tokio::time::timeout(limit, resp.chunk()).await {
+            Err(_) => return Err(on_timeout),
+            Ok(Ok(Some(mut chunk))) => {
+                let n = chunk.len() as u64;
+                net.stats.fetched.fetch_add(n, Ordering::Relaxed);
+                let drop = skip.min(n);
+                skip -= drop;
+                net.stats.refetched.fetch_add(drop, Ordering::Relaxed);
+                chunk.advance(drop as usize);
+                if !chunk.is_empty() {
+                    failures = 0;
+                }
+                pos += chunk.len() as u64;
+                batch.extend_from_slice(&chunk);
+                if batch.len() >= BATCH {
+                    tx.send(Msg::Data(batch.split().freeze()))
+                        .await
+                        .map_err(|_| closed())?;
+                }
+                continue;
+            }
+            Ok(Ok(None)) => match res.length {
+                Some(len) if pos < len => Failure {
+                    err: HttpError::Truncated {
+                        got: pos,
+                        expected: len.to_string(),
+                        detail: "the connection closed early".into(),
+                    },
+                    transient: true,
+                },
+                _ => {
+                    if !batch.is_empty() {
+                        tx.send(Msg::Data(batch.split().freeze()))
+                            .await
+                            .map_err(|_| closed())?;
+                    }
+                    return Ok(());
+                }
+            },
+            Ok(Err(e)) => {
+                let mut f = classify_reqwest(&e);
+                f.transient = true;
+                f
+            }
+        };
+        // The body broke at `pos`: hand on what arrived, then resume.
+        if !batch.is_empty() {
+            tx.send(Msg::Data(batch.split().freeze()))
+                .await
+                .map_err(|_| closed())?;
+        }
+        loop {
+            if !broken.transient || failures >= net.opts.retry.retries {
+                return Err(match broken.err {
+                    e @ (HttpError::Truncated { .. }
+                    | HttpError::Changed(_)
+                    | HttpError::BadRange { .. }
+                    | HttpError::Status { .. }
+                    | HttpError::Deadline(_)
+                    | HttpError::Destination(_)) => e,
+                    e => HttpError::Truncated {
+                        got: pos,
+                        expected: res.length.map_or("unknown".into(), |l| l.to_string()),
+                        detail: e.to_string(),
+                    },
+                });
+            }
+            let delay = net.opts.retry.delay(failures);
+            if let Some(left) = net.deadline_left()? {
+                if left <= delay {
+                    return Err(HttpError::Deadline(
+                        net.opts.deadline.unwrap_or_default().as_secs(),
+                    ));
+                }
+            }
+            tracing::warn!(at = pos, "{}; resuming in {:?}", broken.err, delay);
+            tokio::time::sleep(delay).await;
+            failures += 1;
+            net.stats.retries.fetch_add(1, Ordering::Relaxed);
+            match resume(net, res, pos).await {
+                Ok((r, s)) => {
+                    if s == 0 {
+                        net.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    resp = r;
+                    skip = s;
+                    break;
+                }
+                Err(f) => broken = f,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses_strictly() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(
+            content_range(Some(&v("bytes 10-19/100"))),
+            Some((10, 19, Some(100)))
+        );
+        assert_eq!(
+            content_range(Some(&v("bytes 10-19/*"))),
+            Some((10, 19, None))
+        );
+        assert_eq!(content_range(Some(&v("bytes 19-10/100"))), None);
+        assert_eq!(content_range(Some(&v("items 1-2/3"))), None);
+        assert_eq!(content_range(Some(&v("bytes -1/3"))), None);
+        assert_eq!(content_range(None), None);
+    }
+}
