@@ -9,10 +9,10 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use bytes::BytesMut;
 
-use bytes::{Bytes, BytesMut};
-
+use crate::pool::BufferPool;
+pub use crate::pool::BufferReturn;
 use crate::zero::split_zeroes;
 use crate::{Extent, ExtentReader, FormatError};
 
@@ -28,29 +28,13 @@ pub fn round_up_sector(n: u64) -> u64 {
     n.div_ceil(SECTOR) * SECTOR
 }
 
-/// Hands used chunk buffers back to the [`Chunker`] that made them, so
-/// they are reused instead of being allocated and zeroed again for every
-/// MiB of a 10 GiB image.
-#[derive(Debug, Clone)]
-pub struct BufferReturn(SyncSender<BytesMut>);
-
-impl BufferReturn {
-    /// Gives back the buffer behind `data` if nothing else refers to it.
-    pub fn give(&self, data: Bytes) {
-        if let Ok(buf) = data.try_into_mut() {
-            // A full pool just drops the buffer.
-            let _ = self.0.try_send(buf);
-        }
-    }
-}
-
 /// Reads a byte stream in [`CHUNK_SIZE`] pieces, as data extents.
 #[derive(Debug)]
 pub struct Chunker<R> {
     inner: R,
     offset: u64,
     done: bool,
-    pool: Option<Receiver<BytesMut>>,
+    pool: Option<BufferPool>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -67,24 +51,17 @@ impl<R: Read> Chunker<R> {
     /// Returns a handle through which consumers give chunk buffers back;
     /// at most `depth` idle buffers are kept.
     pub fn recycle(&mut self, depth: usize) -> BufferReturn {
-        let (tx, rx) = sync_channel(depth);
-        self.pool = Some(rx);
-        BufferReturn(tx)
+        let pool = BufferPool::new(depth);
+        let back = pool.returner();
+        self.pool = Some(pool);
+        back
     }
 
     fn buffer(&mut self) -> BytesMut {
-        if let Some(mut b) = self.pool.as_ref().and_then(|p| p.try_recv().ok()) {
-            if b.capacity() >= CHUNK_SIZE {
-                // Only the part never written before needs zeroing.
-                if b.len() < CHUNK_SIZE {
-                    b.resize(CHUNK_SIZE, 0);
-                } else {
-                    b.truncate(CHUNK_SIZE);
-                }
-                return b;
-            }
+        match &self.pool {
+            Some(p) => p.take(CHUNK_SIZE, CHUNK_SIZE),
+            None => BytesMut::zeroed(CHUNK_SIZE),
         }
-        BytesMut::zeroed(CHUNK_SIZE)
     }
 
     /// Bytes read so far.

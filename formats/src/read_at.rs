@@ -139,19 +139,21 @@ impl PrefetchFile {
             .map(|_| {
                 let (file, rx) = (file.clone(), rx.clone());
                 std::thread::spawn(move || {
-                    let mut buf = vec![0u8; PREFETCH_SEGMENT as usize];
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
                         let Ok((off, len)) = job else { return };
-                        // The bytes are discarded: reading them is what
-                        // brings them into the page cache.
-                        let _ = std::os::unix::fs::FileExt::read_at(
+                        // WILLNEED starts the reads without copying the
+                        // data out (reading it into a scratch buffer cost
+                        // a second copy of every byte: benches/RESULTS.md);
+                        // several threads keep several requests in flight.
+                        let _ = rustix::fs::fadvise(
                             &*file,
-                            &mut buf[..len as usize],
                             off,
+                            std::num::NonZeroU64::new(len),
+                            rustix::fs::Advice::WillNeed,
                         );
                     }
                 })

@@ -158,8 +158,10 @@ impl Producer {
     /// Runs the producer on its own thread.
     fn spawn(mut self) -> Spawned {
         let recycle = match &mut self {
-            Producer::Stream(c) => Some(c.recycle(QUEUE)),
-            Producer::Sparse(..) | Producer::Qcow2(_) | Producer::Qcow2Stream(_) => None,
+            // Queue plus the extents being filled and written.
+            Producer::Stream(c) => Some(c.recycle(QUEUE + 2)),
+            Producer::Qcow2(r) => Some(r.recycle(QUEUE + 2)),
+            Producer::Sparse(..) | Producer::Qcow2Stream(_) => None,
         };
         let (tx, rx) = sync_channel(QUEUE);
         let handle = std::thread::Builder::new()

@@ -26,6 +26,7 @@ mod tests;
 use bytes::BytesMut;
 
 use crate::extent::MAX_DATA_EXTENT;
+use crate::pool::{BufferPool, BufferReturn};
 use crate::raw::round_up_sector;
 use crate::read_at::{ReadAt, Readahead};
 use crate::{Extent, ExtentReader, FormatError};
@@ -130,6 +131,7 @@ pub struct Qcow2Reader<R> {
     decompressors: [Decompressor; 2],
     stats: MapStats,
     readahead: Readahead,
+    pool: Option<BufferPool>,
 }
 
 impl<R> std::fmt::Debug for Qcow2Reader<R> {
@@ -250,7 +252,17 @@ impl<R: ReadAt> Qcow2Reader<R> {
             ],
             stats: MapStats::default(),
             readahead: Readahead::default(),
+            pool: None,
         })
+    }
+
+    /// Returns a handle through which consumers give data buffers back;
+    /// at most `depth` idle buffers are kept.
+    pub fn recycle(&mut self, depth: usize) -> BufferReturn {
+        let pool = BufferPool::new(depth);
+        let back = pool.returner();
+        self.pool = Some(pool);
+        back
     }
 
     /// The parsed header.
@@ -401,7 +413,10 @@ impl<R: ReadAt> Qcow2Reader<R> {
             }
         }
         self.readahead.ahead(&self.src, host0);
-        let mut buf = BytesMut::zeroed(len as usize);
+        let mut buf = match &self.pool {
+            Some(p) => p.take(len as usize, MAX_DATA_EXTENT),
+            None => BytesMut::zeroed(len as usize),
+        };
         read_at(&self.src, "data cluster", host0, &mut buf)?;
         self.pos = first.guest + len;
         Ok(Extent::Data {

@@ -74,6 +74,9 @@ pub enum HttpError {
     /// The resource changed between requests (H23).
     #[error("Resource changed during the download ({0}): not mixing two versions")]
     Changed(String),
+    /// The body broke off (reset, early close).
+    #[error("Download interrupted: {0}")]
+    Interrupted(String),
     /// The response headers are unusable (too large, malformed) (H21).
     #[error("Unusable response from http data source: {0}")]
     Protocol(String),

@@ -74,6 +74,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The wait before retry number `attempt` (0-based). A transfer that
+    /// broke after making progress is retried at once (`progressed`): a
+    /// reset every few hundred megabytes must not cost a back-off each
+    /// time; only failures in a row back off.
+    fn delay_after(&self, attempt: u32, progressed: bool) -> Duration {
+        if progressed && attempt == 0 {
+            Duration::ZERO
+        } else {
+            self.delay(attempt)
+        }
+    }
+
     fn delay(&self, attempt: u32) -> Duration {
         self.base_delay
             .saturating_mul(1u32 << attempt.min(16))
@@ -349,7 +361,7 @@ fn classify_reqwest(e: &reqwest::Error) -> Failure {
     }
     if e.is_body() || e.is_decode() {
         return Failure {
-            err: HttpError::Protocol(detail),
+            err: HttpError::Interrupted(detail),
             transient: true,
         };
     }

@@ -25,12 +25,23 @@ use crate::meter::Meter;
 
 /// Bytes per range request.
 pub const BLOCK: u64 = 2 << 20;
-/// Blocks kept or in flight: bounds memory at 24 MiB.
-const MAX_BLOCKS: usize = 12;
+/// Blocks kept or in flight: bounds memory at 20 MiB, enough for the
+/// reader's 16 MiB read-ahead window plus the block being read.
+const MAX_BLOCKS: usize = 10;
+/// Reads after which a prefetched block that was never read may go.
+const STALE: u64 = 64;
 
 enum Slot {
     Pending,
-    Ready { data: Bytes, used: u64 },
+    /// `used` is the tick of the last read, or None while the block waits
+    /// for its first read (read-ahead: never evicted before it is used).
+    /// `born` is the tick it was asked for: an unread block the reader
+    /// jumped past becomes evictable after [`STALE`] more reads.
+    Ready {
+        data: Bytes,
+        used: Option<u64>,
+        born: u64,
+    },
     Failed(HttpError),
 }
 
@@ -38,23 +49,42 @@ enum Slot {
 struct Cache {
     slots: HashMap<u64, Slot>,
     tick: u64,
+    /// Buffers of evicted blocks, reused: a fresh 2 MiB buffer costs page
+    /// faults and zeroing in the kernel for every block.
+    free: Vec<BytesMut>,
 }
 
 impl Cache {
-    /// Drops the least recently used finished block; false when every
-    /// block is still in flight.
+    /// Drops the least recently read block; false when every block is
+    /// in flight or not read yet.
     fn evict_one(&mut self) -> bool {
+        let now = self.tick;
         let victim = self
             .slots
             .iter()
             .filter_map(|(&i, s)| match s {
-                Slot::Ready { used, .. } => Some((*used, i)),
+                Slot::Ready { used: Some(u), .. } => Some((*u, i)),
+                Slot::Ready {
+                    used: None, born, ..
+                } if born + STALE < now => Some((*born, i)),
+                Slot::Ready { .. } => None,
                 Slot::Failed(_) => Some((0, i)),
                 Slot::Pending => None,
             })
             .min()
             .map(|(_, i)| i);
-        victim.is_some_and(|i| self.slots.remove(&i).is_some())
+        let Some(slot) = victim.and_then(|i| self.slots.remove(&i)) else {
+            return false;
+        };
+        if let Slot::Ready { data, .. } = slot {
+            if let Ok(mut b) = data.try_into_mut() {
+                if self.free.len() < 2 {
+                    b.clear();
+                    self.free.push(b);
+                }
+            }
+        }
+        true
     }
 }
 
@@ -109,6 +139,7 @@ impl HttpRanges {
     /// Starts fetching block `idx` (the caller made room).
     fn schedule(&self, cache: &mut Cache, idx: u64) {
         cache.slots.insert(idx, Slot::Pending);
+        let born = cache.tick;
         let shared = self.shared.clone();
         self.rt.spawn(async move {
             let start = idx * BLOCK;
@@ -121,12 +152,14 @@ impl HttpRanges {
                 .cache
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            cache.tick += 1;
-            let used = cache.tick;
             cache.slots.insert(
                 idx,
                 match result {
-                    Ok(data) => Slot::Ready { data, used },
+                    Ok(data) => Slot::Ready {
+                        data,
+                        used: None,
+                        born,
+                    },
                     Err(e) => Slot::Failed(e),
                 },
             );
@@ -157,6 +190,8 @@ impl ReadAt for HttpRanges {
                 let tick = cache.tick + 1;
                 match cache.slots.get_mut(&idx) {
                     None => {
+                        // A read the read-ahead did not foresee (metadata)
+                        // may go past the cap rather than wait.
                         while cache.slots.len() >= MAX_BLOCKS && cache.evict_one() {}
                         self.schedule(&mut cache, idx);
                     }
@@ -168,11 +203,11 @@ impl ReadAt for HttpRanges {
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
                     }
                     Some(Slot::Failed(e)) => return Err(e.clone().into_io()),
-                    Some(Slot::Ready { data, used }) => {
+                    Some(Slot::Ready { data, used, .. }) => {
                         let n = (buf.len() - done).min(data.len() - within);
                         buf[done..done + n].copy_from_slice(&data[within..within + n]);
                         done += n;
-                        *used = tick;
+                        *used = Some(tick);
                         cache.tick = tick;
                         break;
                     }
@@ -205,18 +240,29 @@ impl ReadAt for HttpRanges {
 /// received.
 async fn fetch(shared: &Shared, start: u64, end: u64) -> Result<Bytes, HttpError> {
     let (net, res) = (&*shared.net, &shared.res);
-    let mut buf = BytesMut::with_capacity((end - start) as usize);
+    let len = (end - start) as usize;
+    let reused = shared
+        .cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .free
+        .pop();
+    let mut buf = match reused {
+        Some(b) if b.capacity() >= len => b,
+        _ => BytesMut::with_capacity(len),
+    };
     let mut failures = 0u32;
     loop {
         let before = buf.len();
         match fetch_into(net, res, shared.meter.as_deref(), start, end, &mut buf).await {
             Ok(()) => return Ok(buf.freeze()),
             Err(f) if f.transient && failures < net.opts.retry.retries => {
-                if buf.len() > before {
+                let progressed = buf.len() > before;
+                if progressed {
                     failures = 0;
                     net.stats.resumes.fetch_add(1, Ordering::Relaxed);
                 }
-                let delay = net.opts.retry.delay(failures);
+                let delay = net.opts.retry.delay_after(failures, progressed);
                 if net.deadline_left()?.is_some_and(|left| left <= delay) {
                     return Err(HttpError::Deadline(
                         net.opts.deadline.unwrap_or_default().as_secs(),

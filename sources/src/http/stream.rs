@@ -207,6 +207,7 @@ async fn pump(
     let mut pos = 0u64;
     let mut skip = 0u64;
     let mut failures = 0u32;
+    let mut progressed = false;
     let mut batch = BytesMut::with_capacity(BATCH);
     loop {
         let (limit, on_timeout) = net.wait_limit()?;
@@ -221,6 +222,7 @@ async fn pump(
                 chunk.advance(drop as usize);
                 if !chunk.is_empty() {
                     failures = 0;
+                    progressed = true;
                 }
                 pos += chunk.len() as u64;
                 batch.extend_from_slice(&chunk);
@@ -277,7 +279,8 @@ async fn pump(
                     },
                 });
             }
-            let delay = net.opts.retry.delay(failures);
+            let delay = net.opts.retry.delay_after(failures, progressed);
+            progressed = false;
             if let Some(left) = net.deadline_left()? {
                 if left <= delay {
                     return Err(HttpError::Deadline(
