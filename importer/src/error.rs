@@ -129,3 +129,22 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         _ => 1,
     }
 }
+
+/// One line: the top message and the root cause; `verbose` gives the whole
+/// chain. Control characters are escaped.
+pub fn describe(err: &dyn std::error::Error, verbose: bool) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur: Option<&dyn std::error::Error> = err.source();
+    let mut chain = Vec::new();
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    if verbose {
+        parts.extend(chain);
+    } else if let Some(root) = chain.pop() {
+        parts.push(root);
+    }
+    parts.dedup();
+    formats::text::escape(&parts.join(": "))
+}

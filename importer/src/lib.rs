@@ -13,7 +13,10 @@
 //! - [`error`] maps every failure to an [`formats::ErrorKind`] and an exit
 //!   code.
 //! - [`size`] parses byte sizes and Kubernetes quantities.
-//! - [`progress`] shows a progress bar on a terminal.
+//! - [`progress`] shows a progress bar on a terminal and keeps the
+//!   percentage for CDI's metric.
+//! - [`cdi`] is `diskimport import`: CDI's importer contract (environment,
+//!   paths, space rules, termination message, progress metric).
 //!
 //! ```no_run
 //! use importer::pipeline::{convert, ConvertOptions};
@@ -26,6 +29,7 @@
 //! println!("{} bytes of data", report.data_bytes);
 //! ```
 
+pub mod cdi;
 pub mod error;
 pub mod pipeline;
 pub mod progress;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use formats::error::Classify;
 use formats::ErrorKind;
-use importer::error::exit_code;
+use importer::error::{describe, exit_code};
 use importer::pipeline::{self, ConvertOptions};
 use importer::sink::Preallocation;
 use importer::ImportError;
@@ -150,8 +150,130 @@ impl HttpArgs {
     }
 }
 
+/// `diskimport import`: each setting is a flag or CDI's environment variable.
+#[derive(clap::Args, Debug)]
+struct ImportArgs {
+    /// Root under which every CDI path is taken (/data, /dev/cdi-block-volume, /dev/termination-log, /certs, /extraheaders). Env DISKIMPORT_ROOT.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// IMPORTER_SOURCE: http or none.
+    #[arg(long)]
+    source: Option<String>,
+    /// IMPORTER_ENDPOINT: the URL.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// IMPORTER_CONTENTTYPE: kubevirt or archive.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// IMPORTER_IMAGE_SIZE: requested size (Kubernetes quantity).
+    #[arg(long)]
+    image_size: Option<String>,
+    /// OWNER_UID: the progress metric's label.
+    #[arg(long)]
+    owner_uid: Option<String>,
+    /// FILESYSTEM_OVERHEAD: fraction of the volume kept free (default 0.06).
+    #[arg(long)]
+    filesystem_overhead: Option<String>,
+    /// INSECURE_TLS: true to skip certificate verification.
+    #[arg(long)]
+    insecure_tls: Option<String>,
+    /// PREALLOCATION: true or false.
+    #[arg(long)]
+    preallocation: Option<String>,
+    /// CACHE_MODE (accepted; O_DIRECT is always tried).
+    #[arg(long)]
+    cache_mode: Option<String>,
+    /// IMPORTER_CERT_DIR: CA certificates for the endpoint.
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// IMPORTER_PROXY_CERT_DIR: CA certificates for the proxy.
+    #[arg(long)]
+    proxy_cert_dir: Option<PathBuf>,
+    /// IMPORTER_CHECKSUM: ALGO:HEX of the source as served.
+    #[arg(long)]
+    checksum: Option<String>,
+    /// IMPORTER_READY_FILE: wait (at most 60 s) for this file first.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// IMPORTER_DONE_FILE: created after success.
+    #[arg(long)]
+    done_file: Option<PathBuf>,
+    /// Where the progress metric is served over HTTPS ("off" for nowhere). Env DISKIMPORT_METRICS_ADDRESS.
+    #[arg(long)]
+    metrics_address: Option<String>,
+    /// Retries of transient HTTP failures.
+    #[arg(long, default_value = "5")]
+    retries: u32,
+    /// First retry delay in seconds.
+    #[arg(long, value_name = "SECS", default_value = "1")]
+    retry_delay: f64,
+}
+
+/// A CDI variable or its flag; empty counts as unset.
+fn setting(flag: Option<String>, var: &str) -> Option<String> {
+    flag.or_else(|| std::env::var(var).ok())
+        .filter(|v| !v.is_empty())
+}
+
+impl ImportArgs {
+    fn settings(self) -> Result<importer::cdi::Settings, ImportError> {
+        let mut extra: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("IMPORTER_EXTRA_HEADER_"))
+            .collect();
+        extra.sort();
+        let metrics = match setting(self.metrics_address, "DISKIMPORT_METRICS_ADDRESS").as_deref() {
+            Some("off") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                ImportError::Usage(format!(
+                    "Invalid metrics address {:?}",
+                    formats::text::escape(a)
+                ))
+            })?),
+            None => Some(std::net::SocketAddr::from(([0, 0, 0, 0], 8443))),
+        };
+        let mut http = sources::http::HttpOptions::default();
+        http.retry.retries = self.retries;
+        http.retry.base_delay = seconds("retry delay", self.retry_delay)?;
+        Ok(importer::cdi::Settings {
+            root: self
+                .root
+                .or_else(|| std::env::var_os("DISKIMPORT_ROOT").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("/")),
+            source: setting(self.source, "IMPORTER_SOURCE").unwrap_or_else(|| "http".into()),
+            endpoint: setting(self.endpoint, "IMPORTER_ENDPOINT").unwrap_or_default(),
+            content_type: setting(self.content_type, "IMPORTER_CONTENTTYPE").unwrap_or_default(),
+            image_size: setting(self.image_size, "IMPORTER_IMAGE_SIZE"),
+            owner_uid: setting(self.owner_uid, "OWNER_UID").unwrap_or_default(),
+            filesystem_overhead: setting(self.filesystem_overhead, "FILESYSTEM_OVERHEAD"),
+            insecure_tls: setting(self.insecure_tls, "INSECURE_TLS"),
+            preallocation: setting(self.preallocation, "PREALLOCATION"),
+            cache_mode: setting(self.cache_mode, "CACHE_MODE"),
+            access_key_id: setting(None, "IMPORTER_ACCESS_KEY_ID"),
+            secret_key: setting(None, "IMPORTER_SECRET_KEY"),
+            cert_dir: self
+                .cert_dir
+                .or_else(|| setting(None, "IMPORTER_CERT_DIR").map(PathBuf::from)),
+            proxy_cert_dir: self
+                .proxy_cert_dir
+                .or_else(|| setting(None, "IMPORTER_PROXY_CERT_DIR").map(PathBuf::from)),
+            extra_headers: extra.into_iter().map(|(_, v)| v).collect(),
+            checksum: setting(self.checksum, "IMPORTER_CHECKSUM"),
+            ready_file: self
+                .ready_file
+                .or_else(|| setting(None, "IMPORTER_READY_FILE").map(PathBuf::from)),
+            done_file: self
+                .done_file
+                .or_else(|| setting(None, "IMPORTER_DONE_FILE").map(PathBuf::from)),
+            metrics,
+            http,
+        })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run as CDI's importer: settings from CDI's environment (or flags), the result as a termination message.
+    Import(ImportArgs),
     /// Convert SOURCE (a path, or - for standard input) to a raw TARGET file or block device.
     Convert {
         /// What the source is: auto (by content), raw (copy as is), qcow2.
@@ -216,6 +338,7 @@ fn source_format(f: FormatArg) -> SourceFormat {
 
 fn run(cli: Cli) -> Result<(), ImportError> {
     match cli.command {
+        Command::Import(_) => unreachable!("import is run by run_import"),
         Command::Convert {
             source_format: fmt,
             preallocation,
@@ -252,6 +375,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                     limit: spill_limit,
                 },
                 http: http.options()?,
+                progress_state: None,
             };
             let report = pipeline::convert(&opts)?;
             if matches!(output, Some(OutputArg::Json)) {
@@ -308,24 +432,6 @@ fn run(cli: Cli) -> Result<(), ImportError> {
     }
 }
 
-/// One line: the top message and the root cause; `-v` shows the whole chain.
-fn describe(err: &ImportError, verbose: bool) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(err);
-    let mut chain = Vec::new();
-    while let Some(e) = cur {
-        chain.push(e.to_string());
-        cur = e.source();
-    }
-    if verbose {
-        parts.extend(chain);
-    } else if let Some(root) = chain.pop() {
-        parts.push(root);
-    }
-    parts.dedup();
-    formats::text::escape(&parts.join(": "))
-}
-
 /// Large buffers (xz blocks, qcow2 extents) come and go; glibc's dynamic
 /// mmap threshold would move them into the heap after the first free, where
 /// freed memory stays resident. A fixed threshold keeps peak RSS to what is
@@ -339,9 +445,79 @@ fn tune_allocator() {
     }
 }
 
+/// CDI runs its importer as `cdi-importer -alsologtostderr -v=N`: those
+/// flags are accepted (verbosity > 0 means `-v`).
+fn cdi_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .filter_map(|a| {
+            let s = a.to_string_lossy();
+            if s == "-alsologtostderr" || s == "--alsologtostderr" {
+                return None;
+            }
+            if let Some(n) = s.strip_prefix("-v=").or_else(|| s.strip_prefix("--v=")) {
+                return (n.parse::<u32>().unwrap_or(0) > 0).then(|| "-v".into());
+            }
+            Some(a)
+        })
+        .collect()
+}
+
+/// `diskimport import`: always a termination message and CDI's exit codes.
+fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
+    let level = if verbose { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false);
+    if std::io::stderr().is_terminal() {
+        fmt.init();
+    } else {
+        // JSON lines for log collectors.
+        fmt.json().init();
+    }
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = describe(&e, false);
+            eprintln!("diskimport: error[usage]: {msg}");
+            return ExitCode::from(1);
+        }
+    };
+    let root = settings.root.clone();
+    {
+        // A panic still leaves a failure message for the controller.
+        let root = root.clone();
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = importer::cdi::write_termination(
+                &root,
+                "Unable to process data: internal error (panic)",
+            );
+            default(info);
+        }));
+    }
+    let outcome = importer::cdi::run(&settings);
+    if let Some(t) = &outcome.termination {
+        if let Err(e) = importer::cdi::write_termination(&root, t) {
+            tracing::error!("Writing the termination message: {e}");
+        }
+    }
+    if outcome.exit_code == 0 {
+        tracing::info!("{}", outcome.log);
+    } else {
+        tracing::error!("{}", outcome.log);
+    }
+    ExitCode::from(outcome.exit_code)
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cdi_args());
+    if let Command::Import(args) = cli.command {
+        return run_import(args, cli.verbose);
+    }
     let level = if cli.verbose { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

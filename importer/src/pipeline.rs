@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! producer thread                          bounded channel      consumer (this thread)
-//! source -> meter -> decoder -> Chunker  ==[QUEUE x 1 MiB]==>  split_zeroes -> coalesce -> Sink
+//! source -> meter -> decoder -> Chunker  ==[QUEUE x 512 KiB]==>  split_zeroes -> coalesce -> Sink
 //!   or: sparse local file (SEEK_DATA)                          capacity check, ordering check
 //! ```
 //!
@@ -34,9 +34,11 @@ use crate::error::ImportError;
 use crate::progress::ProgressBar;
 use crate::sink::{self, Preallocation, SinkOptions};
 
-/// Extents in flight between producer and consumer: with 1 MiB chunks this
-/// bounds the queue at 8 MiB whatever the image size.
+/// Extents in flight between producer and consumer: with 512 KiB chunks
+/// this bounds the queue at 2 MiB whatever the image size.
 const QUEUE: usize = 4;
+/// The same for qcow2, whose data extents are up to 4 MiB.
+const QCOW2_QUEUE: usize = 2;
 
 /// What to convert, and how.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +63,8 @@ pub struct ConvertOptions {
     pub spill: SpillOptions,
     /// How to fetch http(s) sources.
     pub http: HttpOptions,
+    /// Progress for a metric endpoint (CDI's progress counter).
+    pub progress_state: Option<Arc<crate::progress::ProgressState>>,
 }
 
 /// What a successful conversion did.
@@ -157,13 +161,19 @@ impl Producer {
 
     /// Runs the producer on its own thread.
     fn spawn(mut self) -> Spawned {
+        // qcow2 extents are up to 4 MiB: a shorter queue keeps the same
+        // bytes in flight as the raw path's 512 KiB chunks.
+        let depth = match &self {
+            Producer::Qcow2(_) | Producer::Qcow2Stream(_) => QCOW2_QUEUE,
+            Producer::Stream(_) | Producer::Sparse(..) => QUEUE,
+        };
         let recycle = match &mut self {
             // Queue plus the extents being filled and written.
-            Producer::Stream(c) => Some(c.recycle(QUEUE + 2)),
-            Producer::Qcow2(r) => Some(r.recycle(QUEUE + 2)),
+            Producer::Stream(c) => Some(c.recycle(depth + 2)),
+            Producer::Qcow2(r) => Some(r.recycle(depth + 2)),
             Producer::Sparse(..) | Producer::Qcow2Stream(_) => None,
         };
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = sync_channel(depth);
         let handle = std::thread::Builder::new()
             .name("producer".into())
             .spawn(move || loop {
@@ -586,6 +596,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     let _bar = opts
         .progress
         .then(|| ProgressBar::start(prepared.meter.clone(), prepared.source_size));
+    if let Some(p) = &opts.progress_state {
+        p.attach(prepared.meter.clone(), prepared.source_size);
+    }
     let read_path = prepared.read_path();
     let stats = prepared
         .producer

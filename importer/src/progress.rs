@@ -55,3 +55,42 @@ impl Drop for ProgressBar {
         }
     }
 }
+
+/// Progress as a percentage for CDI's metric: source bytes read against the
+/// source size, monotonic, held below 100 until the import is complete.
+#[derive(Debug, Default)]
+pub struct ProgressState {
+    source: std::sync::OnceLock<(Arc<Meter>, Option<u64>)>,
+    done: AtomicBool,
+    /// The highest value reported, as f64 bits (keeps it monotonic).
+    high: std::sync::atomic::AtomicU64,
+}
+
+impl ProgressState {
+    /// Starts following `meter` against `total` source bytes.
+    pub fn attach(&self, meter: Arc<Meter>, total: Option<u64>) {
+        let _ = self.source.set((meter, total));
+    }
+
+    /// Marks the import complete: 100 from now on.
+    pub fn complete(&self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// The percentage, 0 to 100.
+    pub fn percent(&self) -> f64 {
+        let now = if self.done.load(Ordering::SeqCst) {
+            100.0
+        } else {
+            match self.source.get() {
+                Some((m, Some(total))) if *total > 0 => {
+                    (m.bytes() as f64 / *total as f64 * 100.0).min(99.99)
+                }
+                _ => 0.0,
+            }
+        };
+        let prev = f64::from_bits(self.high.fetch_max(now.to_bits(), Ordering::SeqCst));
+        // Non-negative f64 bit patterns order like the numbers.
+        now.max(prev)
+    }
+}

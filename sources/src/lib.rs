@@ -6,6 +6,10 @@
 //!
 //! - [`file`] opens a local file or standard input, and reads sparse local
 //!   files hole-aware.
+//! - [`http`] fetches http(s) sources: redirects by our rules, retries,
+//!   resume with `Range` + `If-Range`, random access by range requests on
+//!   parallel connections (qcow2 without a scratch copy), TLS with CA
+//!   directories, an egress policy checked at connect time.
 //! - [`meter`] counts the source bytes (progress) and hashes them for
 //!   `--checksum` (over the bytes as read, before decompression).
 //! - [`peek`] lets detection look at a prefix without consuming it.
@@ -17,6 +21,8 @@
 //!
 //! Stages are plain `std::io::Read` values run on dedicated threads: the
 //! CPU-heavy ones (inflate, xz, zstd) must never run on an async executor.
+//! The HTTP source does its network I/O on a small tokio runtime and hands
+//! bytes to those threads through bounded channels.
 //!
 //! ```
 //! use std::io::Read;

@@ -88,7 +88,7 @@ impl BlockSink {
     /// range is written or zeroed on a device, so when it was asked).
     pub fn finish(mut self, virtual_size: u64) -> io::Result<bool> {
         if let Some(d) = &mut self.direct {
-            d.flush(&self.file)?;
+            d.finish(&self.file)?;
         }
         if self.opts.zero_tail && self.size > virtual_size {
             zero_range(&self.file, virtual_size, self.size - virtual_size)?;
@@ -109,9 +109,9 @@ impl Sink for BlockSink {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        // Zeroing must not race ahead of gathered data for the same device
-        // range (BLKZEROOUT and O_DIRECT both bypass the page cache; keep
-        // the order simple).
+        // The gathered run ends before this range (extents come in order
+        // and never overlap), so its writes may still be in flight while
+        // the range is zeroed.
         if let Some(d) = &mut self.direct {
             d.flush(&self.file)?;
         }

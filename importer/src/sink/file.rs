@@ -107,7 +107,7 @@ impl FileSink {
     /// whether preallocation was applied.
     pub fn finish(mut self, virtual_size: u64) -> io::Result<bool> {
         if let Some(d) = &mut self.direct {
-            d.flush(&self.file)?;
+            d.finish(&self.file)?;
         }
         let len = virtual_size.max(self.opts.target_size.unwrap_or(0));
         self.file.set_len(len)?;

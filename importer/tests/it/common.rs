@@ -263,3 +263,49 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A small ext4 filesystem on a loop device (O_DIRECT works there, unlike
+/// tmpfs), unmounted on drop.
+pub struct Ext4 {
+    pub dir: tempfile::TempDir,
+    _backing: tempfile::NamedTempFile,
+}
+
+impl Ext4 {
+    /// Makes and mounts an ext4 of `mib` MiB.
+    pub fn new(mib: u64) -> Ext4 {
+        let backing = tempfile::NamedTempFile::new().unwrap();
+        backing.as_file().set_len(mib << 20).unwrap();
+        let st = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(backing.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfs.ext4");
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(backing.path())
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount ext4");
+        Ext4 {
+            dir,
+            _backing: backing,
+        }
+    }
+
+    /// A path inside the filesystem.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}

@@ -9,6 +9,7 @@ mod common;
 mod compression;
 mod convert;
 mod http;
+mod import;
 mod net;
 mod qcow2;
 mod qcow2_hostile;

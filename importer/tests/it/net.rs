@@ -341,6 +341,8 @@ pub enum Body {
     UntilClose,
     /// One byte every `ms` milliseconds.
     Slow(u64),
+    /// `n` bytes every `ms` milliseconds.
+    Paced(usize, u64),
 }
 
 /// A response.
@@ -504,6 +506,15 @@ fn write_reply(w: &mut TcpStream, req: &Req, reply: &Reply) -> bool {
         Body::UntilClose => {
             let _ = w.write_all(&reply.body);
             false
+        }
+        Body::Paced(n, ms) => {
+            for c in reply.body.chunks(n.max(1)) {
+                if w.write_all(c).is_err() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            true
         }
         Body::Slow(ms) => {
             for b in &reply.body {

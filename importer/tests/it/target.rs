@@ -33,6 +33,43 @@ fn d01_disk_full_mid_write_fails_and_removes_the_file() {
 }
 
 #[test]
+fn d01_disk_full_in_an_o_direct_writer_thread_fails_and_removes_the_file() {
+    if !privileged() {
+        return;
+    }
+    // ext4 takes O_DIRECT, so the failing writes happen on the writer
+    // threads and must still surface as the import's error.
+    let fs = Ext4::new(16);
+    let d = tmp();
+    let src = put(d.path(), "big.gz", &gz(&pattern(40 << 20)));
+    let out_path = fs.path("out.raw");
+    let out = run(&[
+        "convert",
+        "--no-progress",
+        "--target-size",
+        "64Mi",
+        &src,
+        out_path.to_str().unwrap(),
+    ]);
+    fails(
+        &out,
+        "target",
+        "is larger than the reported available storage",
+    );
+    assert!(!out_path.exists(), "partial target left behind");
+    // The same image fits a roomier filesystem, written the same way.
+    let fs = Ext4::new(96);
+    let out_path = fs.path("out.raw");
+    ok(&run(&[
+        "convert",
+        "--no-progress",
+        &src,
+        out_path.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read(&out_path).unwrap() == pattern(40 << 20));
+}
+
+#[test]
 fn d03_falloc_without_space_fails_before_writing_data() {
     if !privileged() {
         return;

@@ -25,9 +25,10 @@ use crate::meter::Meter;
 
 /// Bytes per range request.
 pub const BLOCK: u64 = 2 << 20;
-/// Blocks kept or in flight: bounds memory at 20 MiB, enough for the
-/// reader's 16 MiB read-ahead window plus the block being read.
-const MAX_BLOCKS: usize = 10;
+/// Blocks kept or in flight: bounds memory at 16 MiB; twice the default
+/// number of connections, so every connection has a block to fetch while
+/// the reader works through the ones that arrived.
+const MAX_BLOCKS: usize = 8;
 /// Reads after which a prefetched block that was never read may go.
 const STALE: u64 = 64;
 
@@ -78,7 +79,7 @@ impl Cache {
         };
         if let Slot::Ready { data, .. } = slot {
             if let Ok(mut b) = data.try_into_mut() {
-                if self.free.len() < 2 {
+                if self.free.is_empty() {
                     b.clear();
                     self.free.push(b);
                 }
@@ -365,5 +366,50 @@ async fn fetch_into(
                 return Err(f);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(used: Option<u64>, born: u64) -> Slot {
+        Slot::Ready {
+            data: Bytes::from(vec![0u8; 16]),
+            used,
+            born,
+        }
+    }
+
+    #[test]
+    fn read_ahead_blocks_are_kept_until_read() {
+        let mut c = Cache {
+            tick: 10,
+            ..Cache::default()
+        };
+        c.slots.insert(1, ready(None, 9));
+        c.slots.insert(2, Slot::Pending);
+        assert!(!c.evict_one(), "an unread or pending block was evicted");
+        c.slots.insert(0, ready(Some(7), 1));
+        c.slots.insert(3, ready(Some(5), 2));
+        assert!(c.evict_one());
+        assert!(!c.slots.contains_key(&3), "not the least recently read");
+        assert_eq!(c.free.len(), 1, "buffer not kept for reuse");
+        assert!(c.evict_one());
+        assert!(!c.slots.contains_key(&0));
+        assert!(!c.evict_one());
+    }
+
+    #[test]
+    fn a_block_the_reader_jumped_past_goes_stale() {
+        let mut c = Cache {
+            tick: 10 + STALE + 1,
+            ..Cache::default()
+        };
+        c.slots.insert(4, ready(None, 10));
+        c.slots.insert(5, ready(None, 12));
+        assert!(c.evict_one());
+        assert!(!c.slots.contains_key(&4));
+        assert!(!c.evict_one(), "a fresh unread block was evicted");
     }
 }

@@ -22,9 +22,9 @@ use super::{
 };
 
 /// Bytes handed to the reader at a time.
-const BATCH: usize = 256 << 10;
+const BATCH: usize = 128 << 10;
 /// Batches in flight: bounds memory whatever the link speed.
-const DEPTH: usize = 8;
+const DEPTH: usize = 4;
 
 enum Msg {
     Data(Bytes),

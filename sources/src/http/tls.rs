@@ -133,3 +133,20 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_directory_skips_hidden_files_and_refuses_junk() {
+        let d = std::env::temp_dir().join(format!("di-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(".junk"), "not a certificate").unwrap();
+        assert!(client_config(&[d.as_path()], false).is_ok());
+        std::fs::write(d.join("bad.crt"), "not a certificate").unwrap();
+        let e = client_config(&[d.as_path()], false).unwrap_err();
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

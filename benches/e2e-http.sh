@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# HTTP end-to-end comparisons on the shared bench image, in one run.
+# Usage: benches/e2e-http.sh DIR [BIN]   (DIR made by ../shared/bench/make-osimg.sh)
+# Serves DIR with nginx on 127.0.0.1:18080 (../shared/bench/nginx.conf) and
+# with faultserve on 127.0.0.1:18090/18091 (a reset every 500 MB / none).
+# Warm page cache, as ../shared/bench/baselines.sh: one warm-up run, then
+# RUNS runs; before each, the previous output is removed and synced.
+# Prints a markdown table: ours, median, anchor, median, ratio, our peak RSS.
+set -euo pipefail
+D=$(cd "${1:?bench dir}" && pwd)
+BIN=$(realpath "${2:-target/release/diskimport}")
+FAULT=$(realpath "$(dirname "$BIN")/faultserve")
+SHARED=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
+RUNS=${RUNS:-3}
+command -v hyperfine >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
+  apt-get update -qq && apt-get install -y -qq hyperfine nginx-light curl time >/dev/null; }
+cd "$D"
+sed "s#root .;#root $D;#" "$SHARED/nginx.conf" > nginx.run.conf
+nginx -c "$D/nginx.run.conf" -p "$D" 2>/dev/null || true
+"$FAULT" "$D" 18090 500000000 2>faultserve.log & F1=$!
+"$FAULT" "$D" 18091 0 2>/dev/null & F2=$!
+trap 'kill $F1 $F2 2>/dev/null; nginx -c "$D/nginx.run.conf" -p "$D" -s stop 2>/dev/null || true; rm -f out.raw scratch.img rss.txt' EXIT
+sleep 0.5
+U=http://127.0.0.1:18080
+PREP='rm -f out.raw scratch.img; sync'
+median() { # name cmd
+  local name=$1; shift
+  hyperfine -N --runs "$RUNS" --warmup 1 --prepare "$PREP" --export-json "http-$name.json" "$@" >/dev/null 2>&1 ||
+    hyperfine --runs "$RUNS" --warmup 1 --prepare "$PREP" --export-json "http-$name.json" "$@" >/dev/null
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print('%.2f' % r['median'])" "http-$name.json"
+}
+times() { python3 -c "import json,sys; print(', '.join('%.2f' % t for t in json.load(open(sys.argv[1]))['results'][0]['times']))" "http-$1.json"; }
+rss() { rm -f out.raw; sync; /usr/bin/time -f %M -o rss.txt "$@" >/dev/null 2>&1; echo "$(( $(cat rss.txt) / 1024 ))"; }
+ONLY=${ONLY:-}
+row() { # label ours-cmd anchor-label anchor-cmd
+  local label=$1 ours=$2 alabel=$3 anchor=$4 o a r m
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $label "* ]]; then return; fi
+  o=$(median "ours-$label" "$ours")
+  a=$(median "anchor-$label" "$anchor")
+  r=$(python3 -c "print('%.2f' % ($o / $a))")
+  m=$(rss sh -c "$ours")
+  echo "| \`$ours\` | $o s | \`$alabel\` | $a s | ${r}x | $m MiB |"
+  echo "  times ($label): ours $(times "ours-$label"); anchor $(times "anchor-$label")" >&2
+}
+C="$BIN convert --no-progress"
+echo "| ours | median | anchor | median | ratio | peak RSS |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row qcow2-cdi "$C $U/os.qcow2 out.raw" "curl -o scratch.img URL && qemu-img convert -t writeback -O raw scratch.img out.raw" \
+  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t writeback -O raw scratch.img out.raw'"
+row qcow2-curl "$C $U/os.qcow2 out.raw" "curl -o /dev/null URL" "curl -s -o /dev/null $U/os.qcow2"
+row qcow2-tmpfs-curl "$C $U/os.qcow2 /dev/shm/out.raw" "curl -o /dev/null URL" "curl -s -o /dev/null $U/os.qcow2"
+rm -f /dev/shm/out.raw
+row qcow2gz "$C $U/os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw"
+row rawgz "$C $U/os.raw.gz out.raw" "$C os.raw.gz out.raw" "$C os.raw.gz out.raw"
+row rawxz "$C $U/os.raw.xz out.raw" "$C os.raw.xz out.raw" "$C os.raw.xz out.raw"
+row reset "$C --output json http://127.0.0.1:18090/os.qcow2 out.raw" "$C (no resets) http://127.0.0.1:18091/os.qcow2 out.raw" \
+  "$C http://127.0.0.1:18091/os.qcow2 out.raw"
+echo "faultserve: $(grep -c cut faultserve.log || true) resets" >&2
