@@ -48,8 +48,14 @@ echo "| --- | --- | --- | --- | --- | --- |"
 row qcow2-cdi "$C $U/os.qcow2 out.raw" "curl -o scratch.img URL && qemu-img convert -t writeback -O raw scratch.img out.raw" \
   "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t writeback -O raw scratch.img out.raw'"
 row qcow2-curl "$C $U/os.qcow2 out.raw" "curl -o /dev/null URL" "curl -s -o /dev/null $U/os.qcow2"
-row qcow2-tmpfs-curl "$C $U/os.qcow2 /dev/shm/out.raw" "curl -o /dev/null URL" "curl -s -o /dev/null $U/os.qcow2"
-rm -f /dev/shm/out.raw
+# CDI's importer contract, env-configured, into DIR/pod/data/disk.img.
+mkdir -p pod/data pod/dev
+IMPORT="env IMPORTER_SOURCE=http IMPORTER_ENDPOINT=$U/os.qcow2 IMPORTER_IMAGE_SIZE=10Gi OWNER_UID=bench DISKIMPORT_METRICS_ADDRESS=127.0.0.1:0 $BIN import --root $D/pod"
+PREP='rm -f out.raw scratch.img pod/data/disk.img; sync'
+row cdi-import "$IMPORT" "curl -o scratch.img URL && qemu-img convert -t writeback -O raw scratch.img out.raw" \
+  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t writeback -O raw scratch.img out.raw'"
+rm -rf pod
+PREP='rm -f out.raw scratch.img; sync'
 row qcow2gz "$C $U/os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw"
 row rawgz "$C $U/os.raw.gz out.raw" "$C os.raw.gz out.raw" "$C os.raw.gz out.raw"
 row rawxz "$C $U/os.raw.xz out.raw" "$C os.raw.xz out.raw" "$C os.raw.xz out.raw"
