@@ -38,6 +38,14 @@ impl BufferPool {
         BufferPool { rx, tx }
     }
 
+    /// Installs a pool of `depth` in `slot` and returns its handle.
+    pub fn install(slot: &mut Option<BufferPool>, depth: usize) -> BufferReturn {
+        let pool = BufferPool::new(depth);
+        let back = pool.returner();
+        *slot = Some(pool);
+        back
+    }
+
     /// The handle consumers give buffers back through.
     pub fn returner(&self) -> BufferReturn {
         BufferReturn(self.tx.clone())

@@ -51,10 +51,7 @@ impl<R: Read> Chunker<R> {
     /// Returns a handle through which consumers give chunk buffers back;
     /// at most `depth` idle buffers are kept.
     pub fn recycle(&mut self, depth: usize) -> BufferReturn {
-        let pool = BufferPool::new(depth);
-        let back = pool.returner();
-        self.pool = Some(pool);
-        back
+        BufferPool::install(&mut self.pool, depth)
     }
 
     fn buffer(&mut self) -> BytesMut {

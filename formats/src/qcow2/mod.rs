@@ -259,10 +259,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
     /// Returns a handle through which consumers give data buffers back;
     /// at most `depth` idle buffers are kept.
     pub fn recycle(&mut self, depth: usize) -> BufferReturn {
-        let pool = BufferPool::new(depth);
-        let back = pool.returner();
-        self.pool = Some(pool);
-        back
+        BufferPool::install(&mut self.pool, depth)
     }
 
     /// The parsed header.

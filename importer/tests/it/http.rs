@@ -19,6 +19,16 @@ fn convert(src: &str, dst: &str, extra: &[&str]) -> Output {
     run(&args)
 }
 
+/// Converts `src` into a fresh directory; asserts a failure of `kind`
+/// naming `needle` and that no target was left behind. Returns the output.
+fn refused(src: &str, extra: &[&str], kind: &str, needle: &str) -> Output {
+    let dir = tmp();
+    let o = convert(src, &path(dir.path(), "o.raw"), extra);
+    fails(&o, kind, needle);
+    assert!(!dir.path().join("o.raw").exists(), "target left behind");
+    o
+}
+
 fn report(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).expect("JSON report")
 }
@@ -503,10 +513,7 @@ fn h06_no_validator_cannot_resume_safely() {
     res.etag = None;
     res.last_modified = None;
     let s = FaultServer::start(with_cuts(res, vec![700_000]));
-    let dir = tmp();
-    let o = convert(&s.url("d.img"), &path(dir.path(), "o.raw"), &[]);
-    fails(&o, "truncated", "no way to resume safely");
-    assert!(!dir.path().join("o.raw").exists());
+    refused(&s.url("d.img"), &[], "truncated", "no way to resume safely");
 }
 
 #[test]
@@ -525,10 +532,12 @@ fn h07_wrong_content_range_fails() {
         }
         r
     });
-    let dir = tmp();
-    let o = convert(&s.url("d.img"), &path(dir.path(), "o.raw"), &[]);
-    fails(&o, "source", "answered the range request bytes=100000-");
-    assert!(!dir.path().join("o.raw").exists());
+    refused(
+        &s.url("d.img"),
+        &[],
+        "source",
+        "answered the range request bytes=100000-",
+    );
 }
 
 #[test]
@@ -540,10 +549,7 @@ fn h08_body_shorter_than_content_length_is_truncated() {
             .body(data.clone())
             .mode(Body::CloseAfter(len - 1))
     });
-    let dir = tmp();
-    let o = convert(&s.url("d.img"), &path(dir.path(), "o.raw"), &[]);
-    fails(&o, "truncated", &format!("of {len}"));
-    assert!(!dir.path().join("o.raw").exists());
+    refused(&s.url("d.img"), &[], "truncated", &format!("of {len}"));
 }
 
 #[test]
@@ -575,14 +581,12 @@ fn h10_chunked_body_without_final_chunk_is_truncated() {
     let data = image(1 << 20);
     let s =
         FaultServer::start(move |_, _| Reply::new(200).body(data.clone()).mode(Body::ChunkedNoEnd));
-    let dir = tmp();
-    let o = convert(
+    refused(
         &s.url("d.img"),
-        &path(dir.path(), "o.raw"),
         &["--retries", "1"],
+        "truncated",
+        "no way to resume safely",
     );
-    fails(&o, "truncated", "no way to resume safely");
-    assert!(!dir.path().join("o.raw").exists());
 }
 
 #[test]
@@ -854,10 +858,12 @@ fn h23_changed_resource_is_never_mixed() {
             second.reply(req)
         }
     });
-    let dir = tmp();
-    let o = convert(&s.url("d.img"), &path(dir.path(), "o.raw"), &[]);
-    fails(&o, "source", "resource changed during the download");
-    assert!(!dir.path().join("o.raw").exists());
+    refused(
+        &s.url("d.img"),
+        &[],
+        "source",
+        "resource changed during the download",
+    );
     assert_eq!(s.requests()[1].header("If-Range"), Some("\"v1\""));
 }
 
@@ -866,12 +872,10 @@ fn raw_over_http_with_a_length_is_size_checked_before_writing() {
     let data = image(4 << 20);
     let res = Static::new(data);
     let s = FaultServer::start(move |req, _| res.reply(req));
-    let dir = tmp();
-    let o = convert(
+    refused(
         &s.url("d.img"),
-        &path(dir.path(), "o.raw"),
         &["--target-size", "1Mi"],
+        "size",
+        "is larger than the reported available storage",
     );
-    fails(&o, "size", "is larger than the reported available storage");
-    assert!(!dir.path().join("o.raw").exists());
 }
