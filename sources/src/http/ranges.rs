@@ -79,6 +79,7 @@ impl Cache {
         };
         if let Slot::Ready { data, .. } = slot {
             if let Ok(mut b) = data.try_into_mut() {
+                // At most one spare: the next block scheduled takes it.
                 if self.free.is_empty() {
                     b.clear();
                     self.free.push(b);
@@ -141,13 +142,16 @@ impl HttpRanges {
     fn schedule(&self, cache: &mut Cache, idx: u64) {
         cache.slots.insert(idx, Slot::Pending);
         let born = cache.tick;
+        // The buffer of the block just evicted, if any: taken here, under
+        // the lock, so it cannot be dropped before the fetch starts.
+        let reuse = cache.free.pop();
         let shared = self.shared.clone();
         self.rt.spawn(async move {
             let start = idx * BLOCK;
             let end = (start + BLOCK).min(shared.size);
             let result = {
                 let _permit = shared.permits.acquire().await;
-                fetch(&shared, start, end).await
+                fetch(&shared, start, end, reuse).await
             };
             let mut cache = shared
                 .cache
@@ -239,16 +243,15 @@ impl ReadAt for HttpRanges {
 
 /// Fetches `[start, end)`, continuing after breaks from the last byte
 /// received.
-async fn fetch(shared: &Shared, start: u64, end: u64) -> Result<Bytes, HttpError> {
+async fn fetch(
+    shared: &Shared,
+    start: u64,
+    end: u64,
+    reuse: Option<BytesMut>,
+) -> Result<Bytes, HttpError> {
     let (net, res) = (&*shared.net, &shared.res);
     let len = (end - start) as usize;
-    let reused = shared
-        .cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .free
-        .pop();
-    let mut buf = match reused {
+    let mut buf = match reuse {
         Some(b) if b.capacity() >= len => b,
         _ => BytesMut::with_capacity(len),
     };
