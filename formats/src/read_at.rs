@@ -19,6 +19,18 @@ pub trait ReadAt: Send + Sync {
     fn prefetch(&self, _offset: u64, len: u64) -> u64 {
         len
     }
+
+    /// How many bytes from `offset` one [`ReadAt::read_bytes_at`] can
+    /// return (a source holding its data in blocks ends there).
+    fn span_at(&self, _offset: u64) -> u64 {
+        u64::MAX
+    }
+
+    /// `len` bytes at `offset` without a copy, when the source holds them
+    /// in memory (HTTP range blocks); None: use `read_exact_at`.
+    fn read_bytes_at(&self, _offset: u64, _len: usize) -> Option<io::Result<bytes::Bytes>> {
+        None
+    }
 }
 
 /// How far ahead of the reading position [`Readahead`] asks for data.
@@ -60,6 +72,14 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
 
     fn prefetch(&self, offset: u64, len: u64) -> u64 {
         (**self).prefetch(offset, len)
+    }
+
+    fn span_at(&self, offset: u64) -> u64 {
+        (**self).span_at(offset)
+    }
+
+    fn read_bytes_at(&self, offset: u64, len: usize) -> Option<io::Result<bytes::Bytes>> {
+        (**self).read_bytes_at(offset, len)
     }
 }
 

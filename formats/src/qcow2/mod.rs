@@ -397,10 +397,14 @@ impl<R: ReadAt> Qcow2Reader<R> {
             unreachable!("emit_data takes data pieces")
         };
         let mut len = first.len;
-        while first.guest + len < self.header.size && len < MAX_DATA_EXTENT as u64 {
+        // A source that holds its data in blocks hands out whole runs
+        // within one block without a copy.
+        let span = self.src.span_at(host0).max(first.len);
+        let limit = (MAX_DATA_EXTENT as u64).min(span);
+        while first.guest + len < self.header.size && len < limit {
             let next = self.map_at_after(first.guest + len)?;
             match next.source {
-                Source::Data(h) if h == host0 + len && len + next.len <= MAX_DATA_EXTENT as u64 => {
+                Source::Data(h) if h == host0 + len && len + next.len <= limit => {
                     len += next.len;
                 }
                 _ => {
@@ -410,6 +414,18 @@ impl<R: ReadAt> Qcow2Reader<R> {
             }
         }
         self.readahead.ahead(&self.src, host0);
+        if let Some(bytes) = self.src.read_bytes_at(host0, len as usize) {
+            let data = bytes.map_err(|source| Qcow2Error::Reading {
+                what: "data cluster",
+                offset: host0,
+                source,
+            })?;
+            self.pos = first.guest + len;
+            return Ok(Extent::Data {
+                offset: first.guest,
+                data,
+            });
+        }
         let mut buf = match &self.pool {
             Some(p) => p.take(len as usize, MAX_DATA_EXTENT),
             None => BytesMut::zeroed(len as usize),

@@ -50,9 +50,41 @@ enum Slot {
 struct Cache {
     slots: HashMap<u64, Slot>,
     tick: u64,
-    /// Buffers of evicted blocks, reused: a fresh 2 MiB buffer costs page
-    /// faults and zeroing in the kernel for every block.
-    free: Vec<BytesMut>,
+}
+
+/// Spare block buffers: a fresh 2 MiB buffer costs page faults and
+/// zeroing in the kernel for every block, so a block's buffer comes back
+/// here when the last reference to it (the cache, or an extent on its way
+/// to the target) is gone.
+type Spares = Arc<Mutex<Vec<BytesMut>>>;
+/// Spare buffers kept.
+const MAX_SPARES: usize = 4;
+
+/// The owner behind a block's `Bytes`: hands the buffer back on drop.
+struct Pooled {
+    buf: BytesMut,
+    home: std::sync::Weak<Mutex<Vec<BytesMut>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            let mut spares = home
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if spares.len() < MAX_SPARES {
+                let mut b = std::mem::take(&mut self.buf);
+                b.clear();
+                spares.push(b);
+            }
+        }
+    }
 }
 
 impl Cache {
@@ -74,19 +106,8 @@ impl Cache {
             })
             .min()
             .map(|(_, i)| i);
-        let Some(slot) = victim.and_then(|i| self.slots.remove(&i)) else {
-            return false;
-        };
-        if let Slot::Ready { data, .. } = slot {
-            if let Ok(mut b) = data.try_into_mut() {
-                // At most one spare: the next block scheduled takes it.
-                if self.free.is_empty() {
-                    b.clear();
-                    self.free.push(b);
-                }
-            }
-        }
-        true
+        // Dropping the block hands its buffer back once no extent uses it.
+        victim.and_then(|i| self.slots.remove(&i)).is_some()
     }
 }
 
@@ -98,6 +119,7 @@ struct Shared {
     ready: Condvar,
     permits: Arc<tokio::sync::Semaphore>,
     meter: Option<Arc<Meter>>,
+    spares: Spares,
 }
 
 /// [`ReadAt`] over range requests.
@@ -126,8 +148,40 @@ impl HttpRanges {
                 ready: Condvar::new(),
                 permits: Arc::new(tokio::sync::Semaphore::new(connections)),
                 meter,
+                spares: Spares::default(),
             }),
             rt: client.rt.clone(),
+        }
+    }
+
+    /// Block `idx`, fetched now if the read-ahead did not ask for it;
+    /// waits for it.
+    fn block(&self, idx: u64) -> io::Result<Bytes> {
+        let mut cache = self.lock();
+        loop {
+            let tick = cache.tick + 1;
+            match cache.slots.get_mut(&idx) {
+                None => {
+                    // A read the read-ahead did not foresee (metadata) may
+                    // go past the cap rather than wait.
+                    while cache.slots.len() >= MAX_BLOCKS && cache.evict_one() {}
+                    self.schedule(&mut cache, idx);
+                }
+                Some(Slot::Pending) => {
+                    cache = self
+                        .shared
+                        .ready
+                        .wait(cache)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                Some(Slot::Failed(e)) => return Err(e.clone().into_io()),
+                Some(Slot::Ready { data, used, .. }) => {
+                    *used = Some(tick);
+                    let data = data.clone();
+                    cache.tick = tick;
+                    return Ok(data);
+                }
+            }
         }
     }
 
@@ -142,9 +196,12 @@ impl HttpRanges {
     fn schedule(&self, cache: &mut Cache, idx: u64) {
         cache.slots.insert(idx, Slot::Pending);
         let born = cache.tick;
-        // The buffer of the block just evicted, if any: taken here, under
-        // the lock, so it cannot be dropped before the fetch starts.
-        let reuse = cache.free.pop();
+        let reuse = self
+            .shared
+            .spares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
         let shared = self.shared.clone();
         self.rt.spawn(async move {
             let start = idx * BLOCK;
@@ -188,38 +245,33 @@ impl ReadAt for HttpRanges {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
-            let idx = pos / BLOCK;
             let within = (pos % BLOCK) as usize;
-            let mut cache = self.lock();
-            loop {
-                let tick = cache.tick + 1;
-                match cache.slots.get_mut(&idx) {
-                    None => {
-                        // A read the read-ahead did not foresee (metadata)
-                        // may go past the cap rather than wait.
-                        while cache.slots.len() >= MAX_BLOCKS && cache.evict_one() {}
-                        self.schedule(&mut cache, idx);
-                    }
-                    Some(Slot::Pending) => {
-                        cache = self
-                            .shared
-                            .ready
-                            .wait(cache)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    }
-                    Some(Slot::Failed(e)) => return Err(e.clone().into_io()),
-                    Some(Slot::Ready { data, used, .. }) => {
-                        let n = (buf.len() - done).min(data.len() - within);
-                        buf[done..done + n].copy_from_slice(&data[within..within + n]);
-                        done += n;
-                        *used = Some(tick);
-                        cache.tick = tick;
-                        break;
-                    }
-                }
-            }
+            let data = self.block(pos / BLOCK)?;
+            let n = (buf.len() - done).min(data.len() - within);
+            buf[done..done + n].copy_from_slice(&data[within..within + n]);
+            done += n;
         }
         Ok(())
+    }
+
+    fn span_at(&self, offset: u64) -> u64 {
+        BLOCK - offset % BLOCK
+    }
+
+    fn read_bytes_at(&self, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
+        let within = (offset % BLOCK) as usize;
+        let fits = len > 0
+            && within + len <= BLOCK as usize
+            && offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= self.shared.size);
+        if !fits {
+            return None;
+        }
+        Some(
+            self.block(offset / BLOCK)
+                .map(|data| data.slice(within..within + len)),
+        )
     }
 
     fn prefetch(&self, offset: u64, len: u64) -> u64 {
@@ -259,7 +311,12 @@ async fn fetch(
     loop {
         let before = buf.len();
         match fetch_into(net, res, shared.meter.as_deref(), start, end, &mut buf).await {
-            Ok(()) => return Ok(buf.freeze()),
+            Ok(()) => {
+                return Ok(Bytes::from_owner(Pooled {
+                    buf,
+                    home: Arc::downgrade(&shared.spares),
+                }))
+            }
             Err(f) if f.transient && failures < net.opts.retry.retries => {
                 let progressed = buf.len() > before;
                 if progressed {
@@ -397,10 +454,29 @@ mod tests {
         c.slots.insert(3, ready(Some(5), 2));
         assert!(c.evict_one());
         assert!(!c.slots.contains_key(&3), "not the least recently read");
-        assert_eq!(c.free.len(), 1, "buffer not kept for reuse");
         assert!(c.evict_one());
         assert!(!c.slots.contains_key(&0));
         assert!(!c.evict_one());
+    }
+
+    #[test]
+    fn a_block_buffer_comes_back_when_its_last_user_is_gone() {
+        let spares = Spares::default();
+        let mut b = BytesMut::with_capacity(64);
+        b.extend_from_slice(&[7u8; 64]);
+        let ptr = b.as_ptr();
+        let block = Bytes::from_owner(Pooled {
+            buf: b,
+            home: Arc::downgrade(&spares),
+        });
+        let extent = block.slice(8..16);
+        drop(block);
+        assert!(spares.lock().unwrap().is_empty(), "returned while in use");
+        assert_eq!(&extent[..], &[7u8; 8]);
+        drop(extent);
+        let back = spares.lock().unwrap().pop().unwrap();
+        assert_eq!(back.as_ptr(), ptr);
+        assert!(back.is_empty() && back.capacity() >= 64);
     }
 
     #[test]
