@@ -198,6 +198,9 @@ struct ImportArgs {
     /// IMPORTER_DONE_FILE: created after success.
     #[arg(long)]
     done_file: Option<PathBuf>,
+    /// How long to wait for the ready file.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    ready_timeout: f64,
     /// Where the progress metric is served over HTTPS ("off" for nowhere). Env DISKIMPORT_METRICS_ADDRESS.
     #[arg(long)]
     metrics_address: Option<String>,
@@ -265,6 +268,7 @@ impl ImportArgs {
                 .done_file
                 .or_else(|| setting(None, "IMPORTER_DONE_FILE").map(PathBuf::from)),
             metrics,
+            ready_timeout: Some(seconds("ready timeout", self.ready_timeout)?),
             http,
         })
     }

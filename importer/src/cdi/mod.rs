@@ -82,6 +82,8 @@ pub struct Settings {
     pub done_file: Option<PathBuf>,
     /// Where the progress metric is served (CDI: 0.0.0.0:8443).
     pub metrics: Option<SocketAddr>,
+    /// How long to wait for the ready file (CDI: 60 s).
+    pub ready_timeout: Option<Duration>,
     /// Retry, timeout and egress settings (flags of `convert`).
     pub http: HttpOptions,
 }
@@ -270,7 +272,7 @@ pub fn run(s: &Settings) -> Outcome {
         let ready = under(&s.root, ready);
         let start = std::time::Instant::now();
         while !ready.exists() {
-            if start.elapsed() > READY_TIMEOUT {
+            if start.elapsed() > s.ready_timeout.unwrap_or(READY_TIMEOUT) {
                 return Outcome::failed(format!("Timeout waiting for file {}", ready.display()));
             }
             std::thread::sleep(Duration::from_millis(200));

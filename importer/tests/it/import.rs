@@ -332,6 +332,49 @@ fn p04_termination_message_stays_one_bounded_line() {
     assert!(!t.contains('\u{1b}') && !t.contains("second"));
 }
 
+#[test]
+fn ready_file_is_waited_for_and_done_file_written() {
+    let pod = Pod::new();
+    std::fs::create_dir_all(pod.root().join("shared")).unwrap();
+    let ready = pod.root().join("shared/ready");
+    let r2 = ready.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        std::fs::write(r2, "disk.img").unwrap();
+    });
+    let start = std::time::Instant::now();
+    let out = pod.run(&[
+        ("IMPORTER_SOURCE", "none"),
+        ("IMPORTER_IMAGE_SIZE", "1Mi"),
+        ("IMPORTER_READY_FILE", "/shared/ready"),
+        ("IMPORTER_DONE_FILE", "/shared/done"),
+    ]);
+    t.join().unwrap();
+    assert_eq!(pod.json(&out)["message"], "Import Complete");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(700),
+        "did not wait"
+    );
+    assert!(pod.root().join("shared/done").exists(), "done file missing");
+    // Without the ready file: CDI's timeout message, exit 1, no done file.
+    let pod = Pod::new();
+    let mut cmd = assert_cmd::Command::cargo_bin("diskimport").unwrap();
+    let out = cmd
+        .env_clear()
+        .env("IMPORTER_SOURCE", "none")
+        .env("IMPORTER_READY_FILE", "/shared/ready")
+        .env("IMPORTER_DONE_FILE", "/shared/done")
+        .env("DISKIMPORT_METRICS_ADDRESS", "off")
+        .args(["import", "--ready-timeout", "0.3", "--root"])
+        .arg(pod.root())
+        .output()
+        .unwrap();
+    let t = pod.outcome(&out, 1);
+    assert!(t.starts_with("Timeout waiting for file "), "{t}");
+    assert!(!pod.root().join("shared/done").exists());
+    assert!(!pod.disk().exists());
+}
+
 /// Creates `root/dev/cdi-block-volume` as a device node for `dev`.
 fn block_volume(pod: &Pod, dev: &str) {
     let rdev = std::fs::metadata(dev).unwrap().rdev();
