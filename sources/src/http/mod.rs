@@ -604,6 +604,52 @@ impl Net {
         Err(HttpError::TooManyRedirects(MAX_REDIRECTS).into())
     }
 
+    /// The wait before retry `attempt` after `why`: the back-off delay,
+    /// logged and counted, then slept. Returns false, without sleeping,
+    /// when the deadline would pass first; `at` is where a body broke.
+    async fn back_off(
+        &self,
+        attempt: u32,
+        progressed: bool,
+        why: &HttpError,
+        at: Option<u64>,
+    ) -> Result<bool, HttpError> {
+        let delay = self.opts.retry.delay_after(attempt, progressed);
+        if self.deadline_left()?.is_some_and(|left| left <= delay) {
+            return Ok(false);
+        }
+        match at {
+            Some(at) => tracing::warn!(at, "{why}; retrying in {delay:?}"),
+            None => tracing::warn!(attempt = attempt + 1, "{why}; retrying in {delay:?}"),
+        }
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
+        Ok(true)
+    }
+
+    /// The error for a deadline that leaves no time for a retry.
+    fn deadline_error(&self) -> HttpError {
+        HttpError::Deadline(self.opts.deadline.unwrap_or_default().as_secs())
+    }
+
+    /// The next piece of a response body, within the idle timeout (and the
+    /// deadline). A broken body is a transient failure; a timeout is not.
+    async fn next_chunk(
+        &self,
+        resp: &mut reqwest::Response,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
+        let (limit, on_timeout) = self.wait_limit()?;
+        match tokio::time::timeout(limit, resp.chunk()).await {
+            Err(_) => Err(on_timeout.into()),
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => {
+                let mut f = classify_reqwest(&e);
+                f.transient = true;
+                Err(f)
+            }
+        }
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or the retries
     /// are used up.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, HttpError>
@@ -611,25 +657,29 @@ impl Net {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let policy = self.opts.retry;
         let mut n = 0;
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(f) if f.transient && n < policy.retries => {
-                    let delay = policy.delay(n);
-                    if let Some(left) = self.deadline_left()? {
-                        if left <= delay {
-                            return Err(f.err);
-                        }
+                Err(f) if f.transient && n < self.opts.retry.retries => {
+                    if !self.back_off(n, false, &f.err, None).await? {
+                        return Err(f.err);
                     }
-                    tracing::warn!(attempt = n + 1, "{}; retrying in {:?}", f.err, delay);
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
                     n += 1;
                 }
                 Err(f) => return Err(f.err),
             }
         }
+    }
+}
+
+/// The error for a `206` whose `Content-Range` is not the range asked for.
+fn bad_range(asked: String, got: Option<&HeaderValue>) -> HttpError {
+    HttpError::BadRange {
+        asked,
+        got: formats::text::escape(
+            &got.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+        ),
     }
 }

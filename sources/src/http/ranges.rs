@@ -20,7 +20,7 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 
 use super::stream::content_range;
-use super::{status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
+use super::{bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
 use crate::meter::Meter;
 
 /// Bytes per range request.
@@ -323,20 +323,10 @@ async fn fetch(
                     failures = 0;
                     net.stats.resumes.fetch_add(1, Ordering::Relaxed);
                 }
-                let delay = net.opts.retry.delay_after(failures, progressed);
-                if net.deadline_left()?.is_some_and(|left| left <= delay) {
-                    return Err(HttpError::Deadline(
-                        net.opts.deadline.unwrap_or_default().as_secs(),
-                    ));
+                let at = Some(start + buf.len() as u64);
+                if !net.back_off(failures, progressed, &f.err, at).await? {
+                    return Err(net.deadline_error());
                 }
-                tracing::warn!(
-                    at = start + buf.len() as u64,
-                    "{}; retrying in {:?}",
-                    f.err,
-                    delay
-                );
-                net.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
                 failures += 1;
             }
             Err(f) => return Err(f.err),
@@ -366,14 +356,7 @@ async fn fetch_into(
                 a == at && b == end - 1 && total.is_none_or(|t| t == res.length.unwrap_or(t))
             });
             if !ok {
-                return Err(HttpError::BadRange {
-                    asked,
-                    got: formats::text::escape(
-                        &cr.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                            .unwrap_or_default(),
-                    ),
-                }
-                .into());
+                return Err(bad_range(asked, cr).into());
             }
         }
         StatusCode::OK => {
@@ -390,10 +373,8 @@ async fn fetch_into(
         s => return Err(status_failure(s, 206)),
     }
     loop {
-        let (limit, on_timeout) = net.wait_limit()?;
-        match tokio::time::timeout(limit, resp.chunk()).await {
-            Err(_) => return Err(on_timeout.into()),
-            Ok(Ok(Some(chunk))) => {
+        match net.next_chunk(&mut resp).await? {
+            Some(chunk) => {
                 let n = chunk.len() as u64;
                 if buf.len() as u64 + n > end - start {
                     return Err(HttpError::Protocol(format!(
@@ -407,7 +388,7 @@ async fn fetch_into(
                 }
                 buf.extend_from_slice(&chunk);
             }
-            Ok(Ok(None)) => {
+            None => {
                 if buf.len() as u64 == end - start {
                     return Ok(());
                 }
@@ -419,11 +400,6 @@ async fn fetch_into(
                     },
                     transient: true,
                 });
-            }
-            Ok(Err(e)) => {
-                let mut f = super::classify_reqwest(&e);
-                f.transient = true;
-                return Err(f);
             }
         }
     }

@@ -17,9 +17,7 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-use super::{
-    classify_reqwest, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator,
-};
+use super::{bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
 
 /// Bytes handed to the reader at a time.
 const BATCH: usize = 128 << 10;
@@ -144,14 +142,7 @@ async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Respons
                     {
                         Ok((resp, 0))
                     }
-                    _ => Err(HttpError::BadRange {
-                        asked: format!("bytes={pos}-"),
-                        got: formats::text::escape(
-                            &cr.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                                .unwrap_or_default(),
-                        ),
-                    }
-                    .into()),
+                    _ => Err(bad_range(format!("bytes={pos}-"), cr).into()),
                 }
             }
             StatusCode::OK => {
@@ -210,10 +201,11 @@ async fn pump(
     let mut progressed = false;
     let mut batch = BytesMut::with_capacity(BATCH);
     loop {
-        let (limit, on_timeout) = net.wait_limit()?;
-        let mut broken = match tokio::time::timeout(limit, resp.chunk()).await {
-            Err(_) => return Err(on_timeout),
-            Ok(Ok(Some(mut chunk))) => {
+        let mut broken = match net.next_chunk(&mut resp).await {
+            // The idle timeout or the deadline: not worth a retry.
+            Err(f) if !f.transient => return Err(f.err),
+            Err(f) => f,
+            Ok(Some(mut chunk)) => {
                 let n = chunk.len() as u64;
                 net.stats.fetched.fetch_add(n, Ordering::Relaxed);
                 let drop = skip.min(n);
@@ -233,7 +225,7 @@ async fn pump(
                 }
                 continue;
             }
-            Ok(Ok(None)) => match res.length {
+            Ok(None) => match res.length {
                 Some(len) if pos < len => Failure {
                     err: HttpError::Truncated {
                         got: pos,
@@ -251,11 +243,6 @@ async fn pump(
                     return Ok(());
                 }
             },
-            Ok(Err(e)) => {
-                let mut f = classify_reqwest(&e);
-                f.transient = true;
-                f
-            }
         };
         // The body broke at `pos`: hand on what arrived, then resume.
         if !batch.is_empty() {
@@ -279,19 +266,14 @@ async fn pump(
                     },
                 });
             }
-            let delay = net.opts.retry.delay_after(failures, progressed);
-            progressed = false;
-            if let Some(left) = net.deadline_left()? {
-                if left <= delay {
-                    return Err(HttpError::Deadline(
-                        net.opts.deadline.unwrap_or_default().as_secs(),
-                    ));
-                }
+            if !net
+                .back_off(failures, progressed, &broken.err, Some(pos))
+                .await?
+            {
+                return Err(net.deadline_error());
             }
-            tracing::warn!(at = pos, "{}; resuming in {:?}", broken.err, delay);
-            tokio::time::sleep(delay).await;
+            progressed = false;
             failures += 1;
-            net.stats.retries.fetch_add(1, Ordering::Relaxed);
             match resume(net, res, pos).await {
                 Ok((r, s)) => {
                     if s == 0 {
