@@ -326,12 +326,7 @@ fn prepare_http(
     spill: SpillOptions,
     http: &HttpOptions,
 ) -> Result<Prepared, ImportError> {
-    let url = url::Url::parse(source).map_err(|e| sources::http::HttpError::Url {
-        url: formats::text::escape(source.split(['?', '#']).next().unwrap_or_default()),
-        reason: e.to_string(),
-    })?;
-    let client = HttpClient::new(&url, http.clone())?;
-    let (res, body) = client.open(&url)?;
+    let (client, res, body) = sources::http::open_url(source, http.clone())?;
     let meter = Meter::new(checksum);
     let reader = MeteredReader::new(body, meter.clone());
     let opts = LayerOptions {

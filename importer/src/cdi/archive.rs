@@ -10,7 +10,6 @@
 //! symbolic links are created only when their target stays beneath /data;
 //! hard links only to files beneath it. Owners are not restored.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,12 +17,11 @@ use std::path::{Component, Path};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
-use sources::http::HttpClient;
 use sources::layers::{open_layers, LayerOptions};
 use sources::meter::{Checksum, Meter, MeteredReader};
 use sources::SourceError;
 
-use super::{json_message, Outcome, Settings, Target};
+use super::{Outcome, Settings, Target};
 use crate::progress::ProgressState;
 
 /// Why an archive was refused.
@@ -262,12 +260,7 @@ fn fetch_and_extract(
     progress: &Arc<ProgressState>,
 ) -> Result<(), (ArchiveError, bool)> {
     let fail = |e: ArchiveError| (e, false);
-    let url = url::Url::parse(&s.endpoint)
-        .map_err(|e| fail(ArchiveError::Other(format!("Invalid URL: {e}"))))?;
-    let client =
-        HttpClient::new(&url, http).map_err(|e| fail(ArchiveError::Other(e.to_string())))?;
-    let (res, body) = client
-        .open(&url)
+    let (_client, res, body) = sources::http::open_url(&s.endpoint, http)
         .map_err(|e| fail(ArchiveError::Other(e.to_string())))?;
     let meter = Meter::new(checksum);
     progress.attach(meter.clone(), res.length);
@@ -307,12 +300,9 @@ pub(super) fn import(
         Ok(c) => c,
         Err(e) => return Outcome::failed(super::failure_message(&e)),
     };
-    let checksum = match s.checksum.as_deref().filter(|v| !v.is_empty()) {
-        None => None,
-        Some(c) => match c.parse::<Checksum>() {
-            Ok(c) => Some(c),
-            Err(e) => return Outcome::failed(format!("Unable to process data: {e}")),
-        },
+    let checksum = match super::checksum_setting(s) {
+        Ok(c) => c,
+        Err(o) => return o,
     };
     let http = match super::http_options(s) {
         Ok(h) => h,
@@ -331,16 +321,9 @@ pub(super) fn import(
             clean(&target.data_dir);
             let message = crate::error::describe(&e, false);
             if mismatch {
-                return Outcome {
-                    exit_code: 0,
-                    termination: Some(json_message(false, &BTreeMap::new(), &message)),
-                    log: message,
-                };
-            }
-            if message.starts_with("Unable to connect to http data source") {
-                Outcome::failed(message)
+                Outcome::checksum_mismatch(message)
             } else {
-                Outcome::failed(format!("Unable to process data: {message}"))
+                Outcome::failed(super::processing_failed(message))
             }
         }
     }

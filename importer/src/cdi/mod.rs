@@ -111,6 +111,17 @@ impl Outcome {
         }
     }
 
+    /// CDI's answer to a checksum mismatch: the target is cleaned (by the
+    /// caller), the message says "checksum mismatch", and the exit is 0 so
+    /// the pod is not restarted in a loop.
+    fn checksum_mismatch(message: String) -> Self {
+        Outcome {
+            exit_code: 0,
+            termination: Some(json_message(false, &BTreeMap::new(), &message)),
+            log: message,
+        }
+    }
+
     fn complete(preallocation_applied: bool, message: &str) -> Self {
         Outcome {
             exit_code: 0,
@@ -361,14 +372,28 @@ fn failure_message(e: &ImportError) -> String {
         } => format!(
             "Unable to process data: virtual image size {virtual_size} is larger than the reported available storage {available}. A larger PVC is required"
         ),
-        _ => {
-            let text = describe(e, false);
-            if text.starts_with("Unable to connect to http data source") {
-                text
-            } else {
-                format!("Unable to process data: {text}")
-            }
-        }
+        _ => processing_failed(describe(e, false)),
+    }
+}
+
+/// CDI's failure text: HTTP connection errors keep their own words,
+/// everything else is "Unable to process data: ...".
+fn processing_failed(text: String) -> String {
+    if text.starts_with("Unable to connect to http data source") {
+        text
+    } else {
+        format!("Unable to process data: {text}")
+    }
+}
+
+/// `IMPORTER_CHECKSUM`, parsed.
+fn checksum_setting(s: &Settings) -> Result<Option<sources::meter::Checksum>, Outcome> {
+    match s.checksum.as_deref().filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(c) => c
+            .parse()
+            .map(Some)
+            .map_err(|e| Outcome::failed(format!("Unable to process data: {e}"))),
     }
 }
 
@@ -419,12 +444,9 @@ fn http(
         Ok(h) => h,
         Err(o) => return o,
     };
-    let checksum = match s.checksum.as_deref().filter(|v| !v.is_empty()) {
-        None => None,
-        Some(c) => match c.parse::<sources::meter::Checksum>() {
-            Ok(c) => Some(c),
-            Err(e) => return Outcome::failed(format!("Unable to process data: {e}")),
-        },
+    let checksum = match checksum_setting(s) {
+        Ok(c) => c,
+        Err(o) => return o,
     };
     let target_size = if target.block {
         None
@@ -469,16 +491,9 @@ fn http(
             );
             Outcome::complete(report.preallocation_applied, "Import Complete")
         }
+        // The pipeline has removed the target.
         Err(ImportError::Source(e @ SourceError::ChecksumMismatch { .. })) => {
-            // CDI: the target is cleaned (the pipeline did), the message
-            // says "checksum mismatch", and the exit is 0 so the pod is not
-            // restarted in a loop.
-            let message = describe(&e, false);
-            Outcome {
-                exit_code: 0,
-                termination: Some(json_message(false, &BTreeMap::new(), &message)),
-                log: message,
-            }
+            Outcome::checksum_mismatch(describe(&e, false))
         }
         Err(e) => {
             tracing::error!(kind = %e.kind(), "Import failed.");

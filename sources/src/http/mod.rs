@@ -185,6 +185,23 @@ pub fn read_header_dir(dir: &std::path::Path) -> Result<Vec<(HeaderName, HeaderV
         .collect()
 }
 
+/// Parses `source`, connects and sends the first GET: the client (for
+/// later range requests and its counters), what the server said about the
+/// resource, and the body.
+pub fn open_url(
+    source: &str,
+    opts: HttpOptions,
+) -> Result<(HttpClient, Resource, HttpBody), HttpError> {
+    let url = Url::parse(source).map_err(|e| HttpError::Url {
+        // Signed URLs carry tokens in the query: never shown.
+        url: formats::text::escape(source.split(['?', '#']).next().unwrap_or_default()),
+        reason: e.to_string(),
+    })?;
+    let client = HttpClient::new(&url, opts)?;
+    let (res, body) = client.open(&url)?;
+    Ok((client, res, body))
+}
+
 /// A URL as it may be shown: no credentials, no query (signed URLs carry
 /// tokens there), control characters escaped.
 pub fn redact(url: &Url) -> String {
