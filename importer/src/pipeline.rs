@@ -309,6 +309,26 @@ impl Prepared {
     }
 }
 
+/// qcow2 read by random access from `src` (a local file or HTTP ranges):
+/// the producer, the virtual size and the header facts.
+fn qcow2_random(src: Box<dyn ReadAt>) -> Result<(Producer, Option<u64>, QcowFacts), ImportError> {
+    let r = Qcow2Reader::open(src).map_err(FormatError::from)?;
+    let facts = QcowFacts::of(r.header());
+    let size = r.virtual_size();
+    Ok((Producer::Qcow2(Box::new(r)), size, facts))
+}
+
+/// qcow2 read in one forward pass from `reader`.
+fn qcow2_stream(
+    reader: PeekReader<Box<dyn Read + Send>>,
+    spill: SpillOptions,
+) -> Result<(Producer, Option<u64>, QcowFacts), ImportError> {
+    let stream = Qcow2Stream::open(reader, spill).map_err(FormatError::from)?;
+    let facts = QcowFacts::of(stream.header());
+    let size = stream.virtual_size();
+    Ok((Producer::Qcow2Stream(Box::new(stream)), size, facts))
+}
+
 /// D13: an HTML page served instead of an image (a login or error page).
 fn looks_like_html(content_type: Option<&str>, head: &[u8]) -> bool {
     let html = content_type.is_some_and(|t| {
@@ -374,18 +394,13 @@ fn prepare_http(
             // order, so it takes the stream path below.
             drop(opened);
             meter.reset_count();
-            let ranges: Box<dyn ReadAt> = Box::new(client.ranges(&res, Some(meter.clone())));
-            let r = Qcow2Reader::open(ranges).map_err(FormatError::from)?;
-            let facts = QcowFacts::of(r.header());
-            let size = r.virtual_size();
-            (Producer::Qcow2(Box::new(r)), size, Some(facts))
+            let (p, size, facts) =
+                qcow2_random(Box::new(client.ranges(&res, Some(meter.clone()))))?;
+            (p, size, Some(facts))
         }
         Probe::Qcow { .. } => {
-            let stream = Qcow2Stream::open(opened.reader, spill).map_err(FormatError::from)?;
-            let mut facts = QcowFacts::of(stream.header());
-            facts.path = "stream";
-            let size = stream.virtual_size();
-            (Producer::Qcow2Stream(Box::new(stream)), size, Some(facts))
+            let (p, size, facts) = qcow2_stream(opened.reader, spill)?;
+            (p, size, Some(facts))
         }
         other => {
             return Err(FormatError::UnsupportedFormat {
@@ -432,10 +447,9 @@ fn prepare(
     let mut opened: Opened = open_layers(Box::new(reader), &opts)?;
     let layers = opened.describe();
     let plain_file = local.is_regular && opened.compression.is_none();
-    let mut qcow2 = None;
-    match opened.format {
-        Probe::Raw => {}
-        Probe::Qcow { .. } => match (&local.file, plain_file) {
+    let source_size = local.size;
+    if let Probe::Qcow { .. } = opened.format {
+        let (producer, virtual_size, facts) = match (&local.file, plain_file) {
             (Some(f), true) => {
                 if meter.is_hashing() {
                     // Random access bypasses the stream: hash the file
@@ -446,44 +460,28 @@ fn prepare(
                     meter.verify()?;
                 }
                 let f = f.try_clone().map_err(ImportError::reading)?;
-                let file: Box<dyn ReadAt> =
-                    Box::new(PrefetchFile::new(f).map_err(ImportError::reading)?);
-                qcow2 = Some(Qcow2Reader::open(file).map_err(FormatError::from)?);
+                qcow2_random(Box::new(
+                    PrefetchFile::new(f).map_err(ImportError::reading)?,
+                ))?
             }
-            _ => {
-                let stream = Qcow2Stream::open(opened.reader, spill).map_err(FormatError::from)?;
-                let facts = QcowFacts::of(stream.header());
-                return Ok(Prepared {
-                    opened_layers: layers,
-                    warnings: opened.warnings,
-                    virtual_size: stream.virtual_size(),
-                    qcow2: Some(facts),
-                    producer: Producer::Qcow2Stream(Box::new(stream)),
-                    meter,
-                    source_size: local.size,
-                    http: None,
-                });
-            }
-        },
-        other => {
-            return Err(FormatError::UnsupportedFormat {
-                format: other.name(),
-            }
-            .into())
-        }
-    }
-    let source_size = local.size;
-    if let Some(r) = qcow2 {
+            _ => qcow2_stream(opened.reader, spill)?,
+        };
         return Ok(Prepared {
             opened_layers: layers,
             warnings: opened.warnings,
-            virtual_size: r.virtual_size(),
-            qcow2: Some(QcowFacts::of(r.header())),
-            producer: Producer::Qcow2(Box::new(r)),
+            virtual_size,
+            qcow2: Some(facts),
+            producer,
             meter,
             source_size,
             http: None,
         });
+    }
+    if opened.format != Probe::Raw {
+        return Err(FormatError::UnsupportedFormat {
+            format: opened.format.name(),
+        }
+        .into());
     }
     let virtual_size = if plain_file {
         local.size.map(round_up_sector)
