@@ -101,6 +101,30 @@ impl MetaMap {
             .collect();
     }
 
+    /// Refuses data `what` at `[host, host + len)` that lies in the header
+    /// cluster or on metadata (D6).
+    fn check_clear(
+        &self,
+        what: &'static str,
+        host: u64,
+        len: u64,
+        cluster: u64,
+    ) -> Result<(), Qcow2Error> {
+        let other = if host < cluster {
+            Some("the header")
+        } else {
+            self.overlap(host, len)
+        };
+        match other {
+            Some(other) => Err(Qcow2Error::Overlap {
+                what,
+                offset: host,
+                other,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The metadata that `[start, start + len)` overlaps, if any.
     fn overlap(&self, start: u64, len: u64) -> Option<&'static str> {
         let end = start.saturating_add(len);
@@ -360,20 +384,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
     }
 
     fn check_data(&self, what: &'static str, host: u64, len: u64) -> Result<(), Qcow2Error> {
-        if host < self.cluster {
-            return Err(Qcow2Error::Overlap {
-                what,
-                offset: host,
-                other: "the header",
-            });
-        }
-        if let Some(other) = self.meta.overlap(host, len) {
-            return Err(Qcow2Error::Overlap {
-                what,
-                offset: host,
-                other,
-            });
-        }
+        self.meta.check_clear(what, host, len, self.cluster)?;
         check_in_file(what, host, len, self.file_size, self.cluster)
     }
 

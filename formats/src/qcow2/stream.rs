@@ -610,21 +610,7 @@ impl<R: Read> Qcow2Stream<R> {
     }
 
     fn check_data(&self, what: &'static str, host: u64, len: u64) -> Result<(), Qcow2Error> {
-        if host < self.cluster {
-            return Err(Qcow2Error::Overlap {
-                what,
-                offset: host,
-                other: "the header",
-            });
-        }
-        match self.meta.overlap(host, len) {
-            Some(other) => Err(Qcow2Error::Overlap {
-                what,
-                offset: host,
-                other,
-            }),
-            None => Ok(()),
-        }
+        self.meta.check_clear(what, host, len, self.cluster)
     }
 
     fn next(&mut self) -> Result<Option<Extent>, Qcow2Error> {
