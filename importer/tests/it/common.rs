@@ -28,6 +28,16 @@ pub fn run_stdin(args: &[&str], stdin: Vec<u8>) -> Output {
         .unwrap()
 }
 
+/// Runs a helper tool (qemu-img, qemu-io) and asserts it succeeded.
+pub fn sh(cmd: &str, args: &[&str]) {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asserts success and returns stdout.
 pub fn ok(out: &Output) -> String {
     assert!(

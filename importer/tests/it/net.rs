@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::common::{gz, pattern, xz};
+use crate::common::{gz, pattern, sh, xz};
 
 /// Connections a fault server or proxy accepts before it stops.
 const MAX_CONNECTIONS: usize = 200;
@@ -119,11 +119,6 @@ impl Nginx {
     }
 }
 
-fn qemu_img(args: &[&str]) {
-    let st = Command::new("qemu-img").args(args).status().unwrap();
-    assert!(st.success(), "qemu-img {args:?}");
-}
-
 /// The nginx binary: on PATH, or where Debian puts it (`/usr/sbin` is not
 /// on every user's PATH).
 fn nginx_bin() -> Option<&'static str> {
@@ -168,26 +163,32 @@ fn start_nginx() -> Option<Nginx> {
     std::fs::write(www.join("disk.raw"), &raw).unwrap();
     let raw_path = www.join("disk.raw");
     let qcow = www.join("disk.qcow2");
-    qemu_img(&[
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw_path.to_str().unwrap(),
-        qcow.to_str().unwrap(),
-    ]);
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw_path.to_str().unwrap(),
+            qcow.to_str().unwrap(),
+        ],
+    );
     let zq = www.join("disk.z.qcow2");
-    qemu_img(&[
-        "convert",
-        "-c",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        raw_path.to_str().unwrap(),
-        zq.to_str().unwrap(),
-    ]);
+    sh(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            raw_path.to_str().unwrap(),
+            zq.to_str().unwrap(),
+        ],
+    );
     let qcow_bytes = std::fs::read(&qcow).unwrap();
     std::fs::write(www.join("disk.qcow2.gz"), gz(&qcow_bytes)).unwrap();
     std::fs::write(www.join("disk.raw.xz"), xz(&raw)).unwrap();

@@ -4,19 +4,9 @@
 //! hostile-inputs.md sections 3.1 and 3.2.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 use crate::convert::qemu_img;
-
-fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Creates `dir/name` with `qemu-img create -f qcow2 -o OPTS name SIZE`
 /// and applies qemu-io commands.
