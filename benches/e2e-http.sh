@@ -10,6 +10,7 @@ set -euo pipefail
 D=$(cd "${1:?bench dir}" && pwd)
 BIN=$(realpath "${2:-target/release/diskimport}")
 FAULT=$(realpath "$(dirname "$BIN")/faultserve")
+ROWS=$(realpath "$(dirname "$0")/rows.sh")
 SHARED=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
 RUNS=${RUNS:-3}
 command -v hyperfine >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
@@ -23,25 +24,9 @@ trap 'kill $F1 $F2 2>/dev/null; nginx -c "$D/nginx.run.conf" -p "$D" -s stop 2>/
 sleep 0.5
 U=http://127.0.0.1:18080
 PREP='rm -f out.raw scratch.img; sync'
-median() { # name cmd
-  local name=$1; shift
-  hyperfine -N --runs "$RUNS" --warmup 1 --prepare "$PREP" --export-json "http-$name.json" "$@" >/dev/null 2>&1 ||
-    hyperfine --runs "$RUNS" --warmup 1 --prepare "$PREP" --export-json "http-$name.json" "$@" >/dev/null
-  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print('%.2f' % r['median'])" "http-$name.json"
-}
-times() { python3 -c "import json,sys; print(', '.join('%.2f' % t for t in json.load(open(sys.argv[1]))['results'][0]['times']))" "http-$1.json"; }
-rss() { rm -f out.raw; sync; /usr/bin/time -f %M -o rss.txt "$@" >/dev/null 2>&1; echo "$(( $(cat rss.txt) / 1024 ))"; }
-ONLY=${ONLY:-}
-row() { # label ours-cmd anchor-label anchor-cmd
-  local label=$1 ours=$2 alabel=$3 anchor=$4 o a r m
-  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $label "* ]]; then return; fi
-  o=$(median "ours-$label" "$ours")
-  a=$(median "anchor-$label" "$anchor")
-  r=$(python3 -c "print('%.2f' % ($o / $a))")
-  m=$(rss sh -c "$ours")
-  echo "| \`$ours\` | $o s | \`$alabel\` | $a s | ${r}x | $m MiB |"
-  echo "  times ($label): ours $(times "ours-$label"); anchor $(times "anchor-$label")" >&2
-}
+WARMUP=1
+TAG=http
+. "$ROWS"
 C="$BIN convert --no-progress"
 echo "| ours | median | anchor | median | ratio | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"

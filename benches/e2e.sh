@@ -4,6 +4,7 @@
 # Prints a markdown table: command, our median, anchor median, ratio, our peak RSS.
 set -euo pipefail
 D=$(cd "${1:?bench dir}" && pwd)
+ROWS=$(realpath "$(dirname "$0")/rows.sh")
 BIN=$(realpath "${2:-target/release/diskimport}")
 RUNS=${RUNS:-3}
 command -v hyperfine >/dev/null && command -v pigz >/dev/null && [ -x /usr/bin/time ] || {
@@ -12,28 +13,9 @@ cd "$D"
 # Cold page cache for every run, ours and anchors alike.
 PREP='rm -f out.raw scratch.img; sync; echo 3 > /proc/sys/vm/drop_caches'
 
-median() { # name cmd...
-  local name=$1; shift
-  hyperfine -N --runs "$RUNS" --warmup 0 --prepare "$PREP" --export-json "e2e-$name.json" "$@" >/dev/null 2>&1 ||
-    hyperfine --runs "$RUNS" --warmup 0 --prepare "$PREP" --export-json "e2e-$name.json" "$@" >/dev/null
-  python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "e2e-$name.json"
-}
-rss() { # cmd... -> peak RSS in MiB
-  rm -f out.raw scratch.img; sync; echo 3 > /proc/sys/vm/drop_caches
-  /usr/bin/time -f %M -o rss.txt "$@" >/dev/null 2>&1
-  echo "$(( $(cat rss.txt) / 1024 ))"
-}
-ONLY=${ONLY:-}
-row() { # label ours-cmd anchor-label anchor-cmd
-  local label=$1 ours=$2 alabel=$3 anchor=$4
-  local o a r m
-  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $label "* ]]; then return; fi
-  o=$(median "ours-$label" "$ours")
-  a=$(median "anchor-$label" "$anchor")
-  r=$(python3 -c "print('%.2f' % ($o / $a))")
-  m=$(rss sh -c "$ours")
-  echo "| \`$ours\` | $o s | \`$alabel\` | $a s | ${r}x | $m MiB |"
-}
+WARMUP=0
+TAG=e2e
+. "$ROWS"
 
 echo "| ours | median | anchor | median | ratio | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
