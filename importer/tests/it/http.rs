@@ -174,6 +174,37 @@ fn h20_https_needs_the_ca_or_insecure() {
 }
 
 #[test]
+fn h20_tls_below_1_2_is_refused_even_when_insecure() {
+    let Some(n) = nginx() else { return };
+    let url = format!("https://127.0.0.1:{}/disk.raw.xz", n.old_tls);
+    // The server does speak TLS 1.0/1.1 (curl gets the file), so the
+    // refusal below is ours.
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--tlsv1.0",
+            "--tls-max",
+            "1.1",
+            "--ciphers",
+            "ALL:@SECLEVEL=0",
+        ])
+        .args(["-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "old-TLS server not usable"
+    );
+    refused(
+        &url,
+        &["--insecure", "--retries", "0"],
+        "source",
+        "TLS error",
+    );
+}
+
+#[test]
 fn h13_https_to_http_redirect_is_refused() {
     let Some(n) = nginx() else { return };
     let dir = tmp();

@@ -93,6 +93,8 @@ pub struct Nginx {
     pub root: PathBuf,
     pub http: u16,
     pub https: u16,
+    /// HTTPS offering only TLS 1.0 and 1.1.
+    pub old_tls: u16,
     pub pki: Pki,
     pub images: Images,
 }
@@ -200,7 +202,7 @@ fn start_nginx() -> Option<Nginx> {
     .unwrap();
     std::fs::write(root.join("htpasswd"), "alice:{PLAIN}s3cret\n").unwrap();
     let pki = make_pki(&root);
-    let (http, https) = (free_port(), free_port());
+    let (http, https, old_tls) = (free_port(), free_port(), free_port());
     let r = root.display();
     // SAFETY: geteuid has no preconditions.
     let user = if unsafe { libc::geteuid() } == 0 {
@@ -241,6 +243,14 @@ http {{
     ssl_certificate_key {key};
     root {r}/www;
     location /downgrade/ {{ return 302 http://127.0.0.1:{http}/disk.raw; }}
+  }}
+  server {{
+    listen 127.0.0.1:{old_tls} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1 TLSv1.1;
+    ssl_ciphers "ALL:@SECLEVEL=0";
+    root {r}/www;
   }}
 }}
 "#,
@@ -287,7 +297,7 @@ http {{
     });
     assert!(rx.recv().unwrap(), "nginx did not start");
     assert!(
-        wait_for_port(http) && wait_for_port(https),
+        wait_for_port(http) && wait_for_port(https) && wait_for_port(old_tls),
         "nginx is not listening: {}",
         std::fs::read_to_string(root.join("error.log")).unwrap_or_default()
     );
@@ -295,6 +305,7 @@ http {{
         root,
         http,
         https,
+        old_tls,
         pki,
         images: Images { raw },
     })

@@ -351,6 +351,18 @@ impl From<HttpError> for Failure {
     }
 }
 
+/// Whether `e` is a rustls error, bare or inside (nested) io::Errors, as
+/// handshake alerts such as a refused protocol version arrive; io::Error's
+/// `source()` skips the error it wraps, so the chain alone does not show it.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| is_tls(inner))
+}
+
 /// Turns a reqwest error into ours: the root cause without the URL (which
 /// may carry tokens), TLS and egress refusals recognised.
 fn classify_reqwest(e: &reqwest::Error) -> Failure {
@@ -361,7 +373,7 @@ fn classify_reqwest(e: &reqwest::Error) -> Failure {
         if let Some(d) = c.downcast_ref::<egress::DestinationRefused>() {
             return HttpError::Destination(d.0.clone()).into();
         }
-        if c.downcast_ref::<rustls::Error>().is_some() {
+        if is_tls(c) {
             tls = true;
         }
         chain.push(c.to_string());
