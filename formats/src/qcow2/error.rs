@@ -72,6 +72,14 @@ pub enum Qcow2Error {
         /// What it overlaps.
         other: &'static str,
     },
+    /// A bound on what the reader keeps was reached.
+    #[error("qcow2 {what} exceeds the limit of {limit}")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// The bound.
+        limit: u64,
+    },
     /// Reading the image failed.
     #[error("Reading qcow2 {what} at {offset:#x}")]
     Reading {
@@ -133,6 +141,7 @@ impl Classify for Qcow2Error {
             Qcow2Error::Encrypted { .. }
             | Qcow2Error::Unsupported { .. }
             | Qcow2Error::UnknownIncompatible { .. } => ErrorKind::Unsupported,
+            Qcow2Error::Limit { .. } => ErrorKind::Limit,
             Qcow2Error::Reading { source, .. } => classify_io(source),
         }
     }

@@ -661,6 +661,32 @@ fn ranges_overlap(a: u64, alen: u64, b: u64, blen: u64) -> bool {
     a < b.saturating_add(blen) && b < a.saturating_add(alen)
 }
 
+/// Size of the fixed part of a snapshot table entry.
+const SNAPSHOT_FIXED: u64 = 40;
+
+/// Length of one snapshot table entry without its padding to 8 bytes, from
+/// its fixed part: 40 bytes, extra data, unique id, name.
+fn snapshot_entry_len(fixed: &[u8]) -> u64 {
+    let id_len = u64::from(u16::from_be_bytes([fixed[12], fixed[13]]));
+    let name_len = u64::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+    let extra = u64::from(u32::from_be_bytes(
+        fixed[36..40].try_into().expect("4 bytes"),
+    ));
+    SNAPSHOT_FIXED + extra + id_len + name_len
+}
+
+/// Refuses a snapshot table walked past [`MAX_SNAPSHOT_TABLE_BYTES`].
+fn check_snapshot_table_len(len: u64) -> Result<(), Qcow2Error> {
+    if len > MAX_SNAPSHOT_TABLE_BYTES {
+        return Err(Qcow2Error::InvalidField {
+            field: "snapshot table",
+            value: len,
+            reason: "snapshot table too large",
+        });
+    }
+    Ok(())
+}
+
 /// Length of the snapshot table, walking its variable-length entries
 /// (qcow2.rst "Snapshots"), bounded in count and bytes.
 fn snapshot_table_len<R: ReadAt>(src: &R, h: &Header, file_size: u64) -> Result<u64, Qcow2Error> {
@@ -670,24 +696,13 @@ fn snapshot_table_len<R: ReadAt>(src: &R, h: &Header, file_size: u64) -> Result<
     // The last entry's padding may be missing at the end of the file.
     let mut used_end = start;
     for _ in 0..h.nb_snapshots {
-        let mut fixed = [0u8; 40];
-        check_in_file("Snapshot table", pos, 40, file_size, cluster)?;
+        let mut fixed = [0u8; SNAPSHOT_FIXED as usize];
+        check_in_file("Snapshot table", pos, SNAPSHOT_FIXED, file_size, cluster)?;
         read_at(src, "snapshot table", pos, &mut fixed)?;
-        let id_len = u64::from(u16::from_be_bytes([fixed[12], fixed[13]]));
-        let name_len = u64::from(u16::from_be_bytes([fixed[14], fixed[15]]));
-        let extra = u64::from(u32::from_be_bytes(
-            fixed[36..40].try_into().expect("4 bytes"),
-        ));
-        let unpadded = 40 + extra + id_len + name_len;
+        let unpadded = snapshot_entry_len(&fixed);
         used_end = pos + unpadded;
         pos += unpadded.div_ceil(8) * 8;
-        if pos - start > MAX_SNAPSHOT_TABLE_BYTES {
-            return Err(Qcow2Error::InvalidField {
-                field: "snapshot table",
-                value: pos - start,
-                reason: "snapshot table too large",
-            });
-        }
+        check_snapshot_table_len(pos - start)?;
     }
     check_in_file(
         "Snapshot table",

@@ -14,7 +14,7 @@
 //! file at their host offset, bounded by a limit, and are read back from
 //! there when the mapping asks for them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -26,13 +26,20 @@ use super::compressed::Decompressor;
 use super::error::Qcow2Error;
 use super::header::{self, Header};
 use super::table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
-use super::{decode_batch, header_meta, max_compressed_input, past_end, MetaMap};
+use super::{
+    check_snapshot_table_len, decode_batch, header_meta, max_compressed_input, past_end,
+    snapshot_entry_len, MetaMap, SNAPSHOT_FIXED,
+};
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
 use crate::{ErrorKind, Extent, ExtentReader, FormatError};
 
 /// Shared last sectors carried in memory before they go to the spill file.
 const MAX_CARRIED: usize = 4096;
+
+/// Most data ranges remembered while the refcount table is still ahead in
+/// the stream (they are checked against its blocks once it is parsed).
+const MAX_CLAIMS: usize = 1 << 20;
 
 /// Where spilled bytes go, and how many may.
 #[derive(Debug, Clone)]
@@ -62,11 +69,17 @@ struct Spill {
 }
 
 /// What a host range streaming past is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Role {
     L1,
     RefcountTable,
-    L2(usize),
+    /// An L2 table (several L1 entries may share one).
+    L2,
+    /// The fixed part of a snapshot table entry; the number of entries
+    /// left, this one included.
+    Snapshot(u32),
+    /// Metadata that is only stepped over (refcount blocks, the variable
+    /// part of snapshot entries).
     Skip,
 }
 
@@ -78,10 +91,25 @@ pub struct Qcow2Stream<R> {
     cluster: u64,
     /// L2 table offsets per L1 index, once the L1 table streamed past.
     l1: Option<Vec<u64>>,
-    /// Parsed L2 tables not yet passed by the output.
-    l2: HashMap<usize, Vec<u8>>,
-    /// Their pointers by host offset: (host start, host end, guest).
-    rev: HashMap<usize, Vec<(u64, u64, u64)>>,
+    /// Every L2 table offset, with the last L1 index that uses it.
+    l2_last: HashMap<u64, usize>,
+    /// Parsed L2 tables not yet passed by the output, by host offset.
+    l2: HashMap<u64, Vec<u8>>,
+    /// Their pointers by host offset: (host start, host end, guest offset
+    /// inside the table's range), per table.
+    rev: HashMap<u64, Vec<(u64, u64, u64)>>,
+    /// L2 tables still ahead in the stream.
+    l2_ahead: usize,
+    /// The refcount table is still ahead: data ranges used until then are
+    /// remembered, to be checked against its blocks (D6).
+    claims: Option<Vec<(u64, u64)>>,
+    /// Start of the snapshot table and the end of its last entry so far.
+    snapshots: (u64, u64),
+    /// The output is complete; what is left is only validated.
+    finished: bool,
+    /// The last metadata read from the stream, for tables that point back
+    /// into it.
+    last_meta: (u64, Vec<u8>),
     /// The last sector of the last data read: compressed clusters share
     /// sectors with the next one ("another compressed cluster may map to
     /// the tail of the final sector"), which reads it straight after.
@@ -93,8 +121,8 @@ pub struct Qcow2Stream<R> {
     /// is still ahead (qemu packs compressed data across the range's end),
     /// that cluster is read from here.
     last_tail: (u64, Vec<u8>),
-    /// Metadata still ahead in the stream: (host, len, role), sorted.
-    ahead: Vec<(u64, u64, Role)>,
+    /// Metadata still ahead in the stream: (host, len, role), in order.
+    ahead: BTreeSet<(u64, u64, Role)>,
     meta: MetaMap,
     out: u64,
     padded_end: u64,
@@ -154,28 +182,39 @@ impl<R: Read> Qcow2Stream<R> {
         let mut meta = header_meta(&header)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         let rt_len = u64::from(header.refcount_table_clusters) * cluster;
-        let mut ahead = vec![(header.refcount_table_offset, rt_len, Role::RefcountTable)];
+        let mut ahead = BTreeSet::new();
+        ahead.insert((header.refcount_table_offset, rt_len, Role::RefcountTable));
         if header.l1_size > 0 {
             // The L1 table owns whole clusters: its padding is not data.
-            ahead.push((
+            ahead.insert((
                 header.l1_table_offset,
                 l1_bytes.div_ceil(cluster) * cluster,
                 Role::L1,
             ));
         }
         meta.seal();
-        ahead.sort_unstable_by_key(|a| a.0);
+        let snapshots = header.snapshots_offset;
+        let nb_snapshots = header.nb_snapshots;
         let compression = header.compression;
         // The L1 and refcount tables lie past the header cluster (checked
-        // above): everything left to parse is still ahead in the stream.
-        Ok(Qcow2Stream {
+        // above). The snapshot table may start in it: the header cluster
+        // is carried so that anything pointing back into it can be read.
+        let mut carry = std::collections::BTreeMap::new();
+        carry.insert(0, first);
+        let mut s = Qcow2Stream {
             input,
             pos,
             cluster,
             l1: (header.l1_size == 0).then(Vec::new),
+            l2_last: HashMap::new(),
             l2: HashMap::new(),
             rev: HashMap::new(),
-            carry: std::collections::BTreeMap::new(),
+            l2_ahead: 0,
+            claims: Some(Vec::new()),
+            snapshots: (snapshots, snapshots),
+            finished: false,
+            last_meta: (0, Vec::new()),
+            carry,
             spooled: false,
             last_tail: (0, Vec::new()),
             ahead,
@@ -189,7 +228,11 @@ impl<R: Read> Qcow2Stream<R> {
                 Decompressor::new(compression),
                 Decompressor::new(compression),
             ],
-        })
+        };
+        if nb_snapshots > 0 {
+            s.add_meta(snapshots, SNAPSHOT_FIXED, Role::Snapshot(nb_snapshots))?;
+        }
+        Ok(s)
     }
 
     /// The parsed header.
@@ -202,18 +245,58 @@ impl<R: Read> Qcow2Stream<R> {
         self.spill.bytes
     }
 
-    fn parse_meta(&mut self, role: Role, bytes: &[u8]) -> Result<(), Qcow2Error> {
+    /// Notes metadata at `[off, off + len)`: parsed when the stream gets
+    /// there, or now from what was kept if it already streamed past.
+    fn add_meta(&mut self, off: u64, len: u64, role: Role) -> Result<(), Qcow2Error> {
+        // Anything not wholly behind is read (the part still ahead must be
+        // in the file, as random access requires).
+        if off + len > self.pos || self.spooled {
+            if role == Role::L2 && self.ahead.insert((off, len, role)) {
+                self.l2_ahead += 1;
+            } else {
+                self.ahead.insert((off, len, role));
+            }
+            return Ok(());
+        }
+        if role == Role::Skip || (role == Role::L2 && self.finished) {
+            // Streamed past: it is inside the file, and nothing reads it.
+            return Ok(());
+        }
+        let bytes = self.read_spilled("metadata", off, len)?;
+        self.parse_meta(role, off, &bytes)
+    }
+
+    fn parse_meta(&mut self, role: Role, off: u64, bytes: &[u8]) -> Result<(), Qcow2Error> {
         let cluster = self.cluster;
         match role {
             Role::RefcountTable => {
+                let claims = self.claims.take().unwrap_or_default();
+                let claims = merge(claims);
                 for e in bytes.chunks_exact(8).map(be64) {
                     let Some(e) = decode_refcount_entry(e, cluster)? else {
                         continue;
                     };
-                    self.meta.add(e, cluster, "a refcount block");
-                    if e >= self.pos {
-                        self.ahead.push((e, cluster, Role::Skip));
+                    // What random access refuses because it reads this
+                    // table first: L2 tables and data on a refcount block.
+                    if self.l2_last.contains_key(&e) {
+                        return Err(Qcow2Error::Overlap {
+                            what: "L2 table",
+                            offset: e,
+                            other: "a refcount block",
+                        });
                     }
+                    if let Some(&(h, _)) = claims
+                        .get(claims.partition_point(|c| c.1 <= e))
+                        .filter(|c| c.0 < e + cluster)
+                    {
+                        return Err(Qcow2Error::Overlap {
+                            what: "Data cluster",
+                            offset: h.max(e),
+                            other: "a refcount block",
+                        });
+                    }
+                    self.meta.add(e, cluster, "a refcount block");
+                    self.add_meta(e, cluster, Role::Skip)?;
                 }
                 self.meta.seal();
             }
@@ -230,30 +313,56 @@ impl<R: Read> Qcow2Stream<R> {
                                 other,
                             });
                         }
+                        self.l2_last.insert(l2, l1.len());
                     }
                     l1.push(l2);
                 }
-                for (i, &l2) in l1.iter().enumerate().filter(|e| *e.1 != 0) {
+                let mut tables: Vec<u64> = self.l2_last.keys().copied().collect();
+                tables.sort_unstable();
+                self.l1 = Some(l1);
+                for l2 in tables {
                     self.meta.add(l2, cluster, "an L2 table");
-                    if l2 >= self.pos {
-                        self.ahead.push((l2, cluster, Role::L2(i)));
-                    } else {
-                        // Streamed past before the L1 said what it was.
-                        let t = self.read_spilled("L2 table", l2, cluster)?;
-                        self.index_l2(i, &t);
-                        self.l2.insert(i, t);
-                    }
+                    // Streamed past before the L1 said what it was: read
+                    // from the spill file.
+                    self.add_meta(l2, cluster, Role::L2)?;
                 }
                 self.meta.seal();
-                self.l1 = Some(l1);
             }
-            Role::L2(i) => {
-                self.index_l2(i, bytes);
-                self.l2.insert(i, bytes.to_vec());
+            Role::L2 => {
+                if !self.finished {
+                    self.index_l2(off, bytes);
+                    self.l2.insert(off, bytes.to_vec());
+                }
+            }
+            Role::Snapshot(left) => {
+                let unpadded = snapshot_entry_len(bytes);
+                let start = self.snapshots.0;
+                self.snapshots.1 = off + unpadded;
+                let next = off + unpadded.div_ceil(8) * 8;
+                check_snapshot_table_len(next - start)?;
+                if unpadded > SNAPSHOT_FIXED {
+                    self.add_meta(off + SNAPSHOT_FIXED, unpadded - SNAPSHOT_FIXED, Role::Skip)?;
+                }
+                if left > 1 {
+                    self.add_meta(next, SNAPSHOT_FIXED, Role::Snapshot(left - 1))?;
+                } else {
+                    // The whole table is known: what random access refuses
+                    // because it walks it first.
+                    let end = self.snapshots.1;
+                    let lo = start.saturating_sub(cluster - 1);
+                    if let Some(&l2) = self.l2_last.keys().find(|&&t| t >= lo && t < end) {
+                        return Err(Qcow2Error::Overlap {
+                            what: "L2 table",
+                            offset: l2,
+                            other: "the snapshot table",
+                        });
+                    }
+                    self.meta.add(start, end - start, "the snapshot table");
+                    self.meta.seal();
+                }
             }
             Role::Skip => {}
         }
-        self.ahead.sort_unstable_by_key(|a| a.0);
         Ok(())
     }
 
@@ -327,16 +436,73 @@ impl<R: Read> Qcow2Stream<R> {
             if off >= self.pos {
                 break;
             }
-            self.ahead.remove(0);
-            if role == Role::Skip {
-                continue;
-            }
+            self.pop_ahead();
             if off + len > self.pos {
                 return Err(cut("Metadata", off, len, self.pos));
             }
+            if role == Role::Skip {
+                continue;
+            }
             let bytes = self.read_spilled("metadata", off, len)?;
-            self.parse_meta(role, &bytes)?;
+            self.parse_meta(role, off, &bytes)?;
         }
+        Ok(())
+    }
+
+    fn pop_ahead(&mut self) -> Option<(u64, u64, Role)> {
+        let a = self.ahead.pop_first()?;
+        if a.2 == Role::L2 {
+            self.l2_ahead -= 1;
+        }
+        Some(a)
+    }
+
+    /// Reads the first metadata ahead (the stream is at or past its start)
+    /// together with every entry overlapping it, and parses them. Tables
+    /// may overlap where the format allows it (a refcount block on the L1
+    /// table): each is parsed from the same bytes.
+    fn take_group(&mut self) -> Result<(), Qcow2Error> {
+        let Some(first) = self.pop_ahead() else {
+            return Ok(());
+        };
+        let start = first.0;
+        let mut end = first.0 + first.1;
+        let mut group = vec![first];
+        while let Some(&(off, len, _)) = self.ahead.first() {
+            if off >= end.max(self.pos) {
+                break;
+            }
+            end = end.max(off + len);
+            group.extend(self.pop_ahead());
+        }
+        let behind_end = self.pos.min(end);
+        let mut bytes = if start < behind_end {
+            match self.read_spilled("metadata", start, behind_end - start) {
+                Ok(b) => b,
+                // Only skipped ranges start behind: their bytes are unused.
+                Err(_) if group.iter().all(|g| g.2 == Role::Skip || g.0 >= behind_end) => {
+                    vec![0; (behind_end - start) as usize]
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Vec::new()
+        };
+        if end > self.pos {
+            let have = bytes.len();
+            bytes.resize((end - start) as usize, 0);
+            self.read_stream(&mut bytes[have..], "metadata")?;
+        }
+        for &(off, len, role) in &group {
+            if role != Role::Skip {
+                let from = (off - start) as usize;
+                let slice = bytes[from..from + len as usize].to_vec();
+                self.last_meta = (start, bytes);
+                self.parse_meta(role, off, &slice)?;
+                bytes = std::mem::take(&mut self.last_meta.1);
+            }
+        }
+        self.last_meta = (start, bytes);
         Ok(())
     }
 
@@ -358,11 +524,17 @@ impl<R: Read> Qcow2Stream<R> {
         let mut pos = off;
         while pos < end {
             let dst = (pos - off) as usize;
-            let (ts, t) = (&self.last_tail.0, &self.last_tail.1);
-            if *ts <= pos && pos < ts + t.len() as u64 {
-                let n = ((ts + t.len() as u64).min(end) - pos) as usize;
-                let from = (pos - ts) as usize;
-                buf[dst..dst + n].copy_from_slice(&t[from..from + n]);
+            let mut kept = None;
+            for (ts, t) in [&self.last_tail, &self.last_meta] {
+                if *ts <= pos && pos < ts + t.len() as u64 {
+                    let n = ((ts + t.len() as u64).min(end) - pos) as usize;
+                    let from = (pos - ts) as usize;
+                    buf[dst..dst + n].copy_from_slice(&t[from..from + n]);
+                    kept = Some(n);
+                    break;
+                }
+            }
+            if let Some(n) = kept {
                 pos += n as u64;
                 continue;
             }
@@ -412,22 +584,9 @@ impl<R: Read> Qcow2Stream<R> {
             return Ok(());
         }
         while self.pos < target {
-            if let Some(&(off, len, role)) = self.ahead.first() {
-                if off <= self.pos {
-                    self.ahead.remove(0);
-                    if off + len <= self.pos {
-                        continue;
-                    }
-                    let skip = self.pos - off;
-                    let mut buf = vec![0u8; (len - skip) as usize];
-                    self.read_stream(&mut buf, "metadata")?;
-                    if role != Role::Skip {
-                        let mut whole = vec![0u8; skip as usize];
-                        whole.extend_from_slice(&buf);
-                        self.parse_meta(role, &whole)?;
-                    }
-                    continue;
-                }
+            if self.ahead.first().is_some_and(|a| a.0 <= self.pos) {
+                self.take_group()?;
+                continue;
             }
             let next_meta = self.ahead.first().map_or(u64::MAX, |a| a.0);
             let stop = target.min(next_meta);
@@ -446,7 +605,10 @@ impl<R: Read> Qcow2Stream<R> {
     /// L1 or some L2 table is still ahead anything could, afterwards only
     /// what a known L2 entry points into.
     fn may_be_needed(&self, at: u64, len: u64) -> bool {
-        if self.l1.is_none() || self.ahead.iter().any(|a| matches!(a.2, Role::L2(_))) {
+        if self.finished {
+            return false;
+        }
+        if self.l1.is_none() || self.l2_ahead > 0 {
             return true;
         }
         self.referenced(at, len, self.out, u64::MAX)
@@ -459,25 +621,28 @@ impl<R: Read> Qcow2Stream<R> {
         let end = at + len;
         // Compressed data spans at most two clusters past its start.
         let lo = at.saturating_sub(max_compressed_input(self.cluster));
-        self.rev.values().any(|v| {
+        let coverage = self.header.l2_coverage();
+        self.rev.iter().any(|(t, v)| {
+            // The last guest range this table maps (shared tables, Q65).
+            let base = self.l2_last.get(t).map_or(0, |&i| i as u64 * coverage);
             let i = v.partition_point(|r| r.0 < lo);
             v[i..]
                 .iter()
                 .take_while(|r| r.0 < end)
-                .any(|r| r.1 > at && r.2 >= from_guest && r.0 < carried)
+                .any(|r| r.1 > at && base + r.2 >= from_guest && r.0 < carried)
         })
     }
 
-    /// Indexes an L2 table's pointers by host offset.
-    fn index_l2(&mut self, i: usize, table: &[u8]) {
+    /// Indexes an L2 table's pointers by host offset; guest offsets are
+    /// relative to the start of the range the table maps.
+    fn index_l2(&mut self, off: u64, table: &[u8]) {
         let eb = self.header.l2_entry_bytes() as usize;
         let (v, bits) = (self.header.version, self.header.cluster_bits);
-        let base = i as u64 * self.header.l2_coverage();
         let mut rev: Vec<(u64, u64, u64)> = table
             .chunks_exact(eb)
             .enumerate()
             .filter_map(|(k, e)| {
-                let guest = base + k as u64 * self.cluster;
+                let guest = k as u64 * self.cluster;
                 let bitmap = (eb == 16).then(|| be64(&e[8..]));
                 match decode_l2(be64(e), bitmap, v, bits) {
                     Ok(L2Entry::Data { host }) => Some((host, host + self.cluster, guest)),
@@ -490,7 +655,7 @@ impl<R: Read> Qcow2Stream<R> {
             })
             .collect();
         rev.sort_unstable();
-        self.rev.insert(i, rev);
+        self.rev.insert(off, rev);
     }
 
     fn read_stream(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), Qcow2Error> {
@@ -545,6 +710,18 @@ impl<R: Read> Qcow2Stream<R> {
         len: u64,
         guest_end: u64,
     ) -> Result<(BytesMut, u64), Qcow2Error> {
+        if let Some(claims) = &mut self.claims {
+            if claims.len() >= MAX_CLAIMS {
+                *claims = merge(std::mem::take(claims));
+                if claims.len() >= MAX_CLAIMS / 2 {
+                    return Err(Qcow2Error::Limit {
+                        what: "data ranges read before the refcount table",
+                        limit: MAX_CLAIMS as u64,
+                    });
+                }
+            }
+            claims.push((host, host + len));
+        }
         let mut out = BytesMut::zeroed(len as usize);
         let behind = self.pos.saturating_sub(host).min(len);
         if behind > 0 {
@@ -553,9 +730,24 @@ impl<R: Read> Qcow2Stream<R> {
         }
         if behind < len {
             self.advance_to(host + behind)?;
-            // Metadata inside the range would have been consumed by
-            // advance_to; data ranges never overlap metadata (checked).
             let at = self.pos;
+            // Data on metadata still ahead (a refcount block, the snapshot
+            // table) is refused as random access refuses it (D6).
+            if let Some(&(off, _, role)) = self.ahead.first() {
+                if off < host + len {
+                    return Err(Qcow2Error::Overlap {
+                        what,
+                        offset: host,
+                        other: match role {
+                            Role::L1 => "the active L1 table",
+                            Role::RefcountTable => "the refcount table",
+                            Role::L2 => "an L2 table",
+                            Role::Snapshot(_) => "the snapshot table",
+                            Role::Skip => "metadata",
+                        },
+                    });
+                }
+            }
             let got = self.read_stream_short(&mut out[behind as usize..], what)?;
             // Shared clusters (Q65): keep what a later guest offset maps to.
             let fresh = &out[behind as usize..behind as usize + got];
@@ -592,7 +784,7 @@ impl<R: Read> Qcow2Stream<R> {
             let end = ((i as u64 + 1) * coverage).min(self.header.size);
             return Ok(Some((end - g, L2Entry::Zero)));
         }
-        let Some(table) = self.l2.get(&i) else {
+        let Some(table) = self.l2.get(&l2_off) else {
             return Ok(None);
         };
         let eb = self.header.l2_entry_bytes() as usize;
@@ -623,14 +815,13 @@ impl<R: Read> Qcow2Stream<R> {
             match self.entry_at(g)? {
                 Some(x) => break x,
                 None => {
-                    // The L1 or this range's L2 table is still ahead.
-                    let next = self
-                        .ahead
-                        .iter()
-                        .find(|a| a.2 != Role::Skip)
-                        .map(|a| a.0 + a.1);
-                    match next {
-                        Some(t) => self.advance_to(t)?,
+                    // The L1 or this range's L2 table is still ahead:
+                    // parse the next metadata in stream order.
+                    match self.ahead.first() {
+                        Some(&(off, _, _)) => {
+                            self.advance_to(off)?;
+                            self.take_group()?;
+                        }
                         None => return Err(cut("L2 table", g, self.cluster, self.pos)),
                     }
                 }
@@ -736,9 +927,46 @@ impl<R: Read> Qcow2Stream<R> {
         // L2 tables whose range the output has passed are not needed.
         let coverage = self.header.l2_coverage();
         let done = (self.out / coverage) as usize;
-        self.l2.retain(|&i, _| i >= done);
-        self.rev.retain(|&i, _| i >= done);
+        let last = &self.l2_last;
+        self.l2
+            .retain(|t, _| last.get(t).is_some_and(|&i| i >= done));
+        self.rev
+            .retain(|t, _| last.get(t).is_some_and(|&i| i >= done));
         Ok(Some(e))
+    }
+
+    /// After the last extent: the metadata still ahead is read and checked
+    /// (it must lie inside the file, as random access requires), then the
+    /// rest of the stream, so checksums and decoders see every byte.
+    fn finish(&mut self) -> Result<(), Qcow2Error> {
+        self.finished = true;
+        self.l2.clear();
+        self.rev.clear();
+        if self.spooled {
+            self.parse_passed_ahead()?;
+        }
+        while let Some(&(off, len, _)) = self.ahead.first() {
+            if self.spooled {
+                return Err(cut("Metadata", off, len, self.pos));
+            }
+            self.advance_to(off)?;
+            self.take_group()?;
+        }
+        let mut sink = [0u8; 64 << 10];
+        loop {
+            match self.input.read(&mut sink) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.pos += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(Qcow2Error::Reading {
+                        what: "trailing clusters",
+                        offset: self.pos,
+                        source,
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -749,26 +977,8 @@ impl<R: Read> ExtentReader for Qcow2Stream<R> {
 
     fn next_extent(&mut self) -> Result<Option<Extent>, FormatError> {
         let e = self.next()?;
-        if e.is_none() {
-            // The whole image was read: the rest of the stream is unused
-            // clusters, but it must be read so checksums and decoders see
-            // every byte.
-            let mut sink = [0u8; 64 << 10];
-            loop {
-                match self.input.read(&mut sink) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(Qcow2Error::Reading {
-                            what: "trailing clusters",
-                            offset: self.pos,
-                            source,
-                        }
-                        .into())
-                    }
-                }
-            }
+        if e.is_none() && !self.finished {
+            self.finish()?;
         }
         Ok(e)
     }
@@ -785,4 +995,17 @@ fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> 
         }
     }
     Ok(n)
+}
+
+/// Sorts ranges and merges those that overlap or touch.
+fn merge(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }

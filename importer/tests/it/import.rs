@@ -10,27 +10,27 @@ use crate::common::{privileged, Loop, Tmpfs};
 use crate::net::{nginx, Body, FaultServer, Static};
 
 /// A pod-like root: /data, /dev; termination log at /dev/termination-log.
-struct Pod {
+pub(crate) struct Pod {
     dir: tempfile::TempDir,
 }
 
 impl Pod {
-    fn new() -> Pod {
+    pub(crate) fn new() -> Pod {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::create_dir_all(dir.path().join("dev")).unwrap();
         Pod { dir }
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    fn disk(&self) -> PathBuf {
+    pub(crate) fn disk(&self) -> PathBuf {
         self.root().join("data/disk.img")
     }
 
-    fn run(&self, env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, env: &[(&str, &str)]) -> Output {
         let mut cmd = assert_cmd::Command::cargo_bin("diskimport").unwrap();
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -51,12 +51,12 @@ impl Pod {
         cmd.output().unwrap()
     }
 
-    fn termination(&self) -> Option<String> {
+    pub(crate) fn termination(&self) -> Option<String> {
         std::fs::read_to_string(self.root().join("dev/termination-log")).ok()
     }
 
     /// Asserts exit `code` and returns the termination message.
-    fn outcome(&self, out: &Output, code: i32) -> String {
+    pub(crate) fn outcome(&self, out: &Output, code: i32) -> String {
         assert_eq!(
             out.status.code(),
             Some(code),
@@ -72,13 +72,13 @@ impl Pod {
         t
     }
 
-    fn json(&self, out: &Output) -> serde_json::Value {
+    pub(crate) fn json(&self, out: &Output) -> serde_json::Value {
         let t = self.outcome(out, 0);
         serde_json::from_str(&t).unwrap_or_else(|e| panic!("not JSON: {t:?}: {e}"))
     }
 
     /// No scratch space was ever needed or made.
-    fn assert_no_scratch(&self) {
+    pub(crate) fn assert_no_scratch(&self) {
         assert!(!self.root().join("scratch").exists());
     }
 }

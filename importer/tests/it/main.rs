@@ -13,4 +13,5 @@ mod import;
 mod net;
 mod qcow2;
 mod qcow2_hostile;
+mod qcow2_review;
 mod target;

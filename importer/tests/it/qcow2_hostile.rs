@@ -10,7 +10,12 @@ use crate::convert::qemu_img;
 /// BASE: 64 MiB, 64 KiB clusters, 0xab at 0 (128k), 0xcd at 1M (64k).
 /// Layout (qemu-img 10): header 0, refcount table 0x10000, refcount block
 /// 0x20000, L1 0x30000, L2 0x40000, data from 0x50000.
-fn base(dir: &Path, opts: &str) -> Vec<u8> {
+pub(crate) fn base(dir: &Path, opts: &str) -> Vec<u8> {
+    base_sized(dir, opts, "64M")
+}
+
+/// BASE with another virtual size (the same layout up to 4 GiB).
+pub(crate) fn base_sized(dir: &Path, opts: &str, size: &str) -> Vec<u8> {
     let p = path(dir, "base.qcow2");
     let _ = std::fs::remove_file(&p);
     let mut o = String::from("cluster_size=65536");
@@ -18,7 +23,7 @@ fn base(dir: &Path, opts: &str) -> Vec<u8> {
         o = format!("{o},{opts}");
     }
     assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-o", &o, &p, "64M"])
+        .args(["create", "-q", "-f", "qcow2", "-o", &o, &p, size])
         .status()
         .unwrap()
         .success());
@@ -61,30 +66,53 @@ fn comp(dir: &Path) -> Vec<u8> {
     std::fs::read(&p).unwrap()
 }
 
-fn be64(b: &[u8], off: usize) -> u64 {
+pub(crate) fn be64(b: &[u8], off: usize) -> u64 {
     u64::from_be_bytes(b[off..off + 8].try_into().unwrap())
 }
 
-fn poke32(b: &mut [u8], off: usize, v: u32) {
+pub(crate) fn poke32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_be_bytes());
 }
 
-fn poke64(b: &mut [u8], off: usize, v: u64) {
+pub(crate) fn poke64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Converts `img` and asserts the refusal: kind, message, no target.
-fn refused(dir: &Path, img: &[u8], kind: &str, needle: &str) {
+/// Converts `img` by random access (a file) and by the one-pass stream
+/// reader (stdin), and asserts the refusal on both paths: kind, message,
+/// no target. The stream cannot know the file size until it ends, so a
+/// pointer past the end is "truncated" there where random access may call
+/// it a format error, and an image too large for the target is refused
+/// for its size before the stream reaches the table at fault; every other
+/// refusal is the same on both paths.
+pub(crate) fn refused(dir: &Path, img: &[u8], kind: &str, needle: &str) {
     let src = put(dir, "hostile.qcow2", img);
     let out = path(dir, "out.raw");
     let _ = std::fs::remove_file(&out);
     let o = run(&["convert", "--no-progress", &src, &out]);
     fails(&o, kind, needle);
     assert!(!Path::new(&out).exists(), "target left behind for {needle}");
+    let o = run_stdin(&["convert", "--no-progress", "-", &out], img.to_vec());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let past_end = needle == "beyond end of file" || stderr.contains("beyond end of file");
+    match kind {
+        "format" if past_end && stderr.contains("error[truncated]") => {}
+        "format" if stderr.contains("error[size]") => {}
+        _ => fails(&o, kind, ""),
+    }
+    assert!(
+        !o.status.success(),
+        "stream path accepted {needle}: {stderr}"
+    );
+    assert!(
+        !Path::new(&out).exists(),
+        "stream path left a target for {needle}"
+    );
 }
 
-/// Converts `img` and asserts output equal to qemu-img's.
-fn accepted(dir: &Path, img: &[u8]) {
+/// Converts `img` by random access and from stdin, and asserts both
+/// outputs equal to qemu-img's.
+pub(crate) fn accepted(dir: &Path, img: &[u8]) {
     let src = put(dir, "ok.qcow2", img);
     let r = path(dir, "ref.raw");
     let _ = std::fs::remove_file(&r);
@@ -93,7 +121,14 @@ fn accepted(dir: &Path, img: &[u8]) {
         .status()
         .unwrap()
         .success());
-    assert_converts(dir, &src, &std::fs::read(&r).unwrap());
+    let want = std::fs::read(&r).unwrap();
+    assert_converts(dir, &src, &want);
+    let out = path(dir, "stdin.raw");
+    ok(&run_stdin(
+        &["convert", "--no-progress", "-", &out],
+        img.to_vec(),
+    ));
+    assert!(std::fs::read(&out).unwrap() == want, "stream path differs");
 }
 
 macro_rules! hostile {
