@@ -12,7 +12,7 @@
 //! created, so a refused import leaves no trace (G5).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
@@ -553,6 +553,10 @@ impl QcowFacts {
 
 /// Converts `opts.source` into `opts.target`.
 pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
+    if !sources::http::is_url(&opts.source) {
+        let local = (opts.source != "-").then(|| Path::new(&opts.source));
+        sink::refuse_source_as_target(local, &opts.target)?;
+    }
     let prepared = prepare(
         &opts.source,
         opts.source_format,

@@ -122,3 +122,42 @@ impl Sink for BlockSink {
         }
     }
 }
+
+/// `LOOP_GET_STATUS64` from `<linux/loop.h>`.
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// `struct loop_info64` from `<linux/loop.h>` (232 bytes).
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// The backing file of a loop device as (device, inode), or `None` for
+/// any other device (or a loop device without a file).
+pub fn loop_backing(f: &File) -> Option<(u64, u64)> {
+    // SAFETY: LoopInfo64 is plain old data; all-zero bytes are a valid value.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 through the
+    // pointer, which points to a live LoopInfo64 of the same layout on our
+    // stack; on other devices the ioctl fails and writes nothing.
+    let rc = unsafe {
+        libc::ioctl(
+            f.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    };
+    (rc == 0 && info.lo_inode != 0).then_some((info.lo_device, info.lo_inode))
+}

@@ -152,6 +152,57 @@ pub fn inspect(path: &Path, target_size: Option<u64>) -> Result<TargetInfo, Impo
     }
 }
 
+/// Refuses a target that is the source itself: the same file (a hard link
+/// or a symlink to it included), the same block device under any node, or
+/// a loop device backed by the source file. Writing would destroy the
+/// source as it is read. Called before anything is opened for writing.
+/// `source` is a path, or `None` for standard input.
+pub fn refuse_source_as_target(source: Option<&Path>, target: &Path) -> Result<(), ImportError> {
+    use std::os::unix::fs::MetadataExt;
+    /// (is a block device, st_dev, st_ino, st_rdev).
+    type Id = (bool, u64, u64, u64);
+    let of = |m: std::fs::Metadata| -> Id {
+        (m.file_type().is_block_device(), m.dev(), m.ino(), m.rdev())
+    };
+    let Ok(t) = std::fs::metadata(target).map(of) else {
+        // A target that does not exist yet cannot be the source.
+        return Ok(());
+    };
+    let s: Id = match source {
+        Some(p) => match std::fs::metadata(p) {
+            Ok(m) => of(m),
+            // Opening the source reports its own error.
+            Err(_) => return Ok(()),
+        },
+        None => match rustix::fs::fstat(std::io::stdin()) {
+            Ok(st) => (
+                rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::BlockDevice,
+                st.st_dev,
+                st.st_ino,
+                st.st_rdev,
+            ),
+            Err(_) => return Ok(()),
+        },
+    };
+    let same = match (s.0, t.0) {
+        (true, true) => s.3 == t.3,
+        (false, false) => (s.1, s.2) == (t.1, t.2),
+        (false, true) => File::open(target)
+            .ok()
+            .and_then(|f| block::loop_backing(&f))
+            .is_some_and(|backing| backing == (s.1, s.2)),
+        (true, false) => false,
+    };
+    if same {
+        return Err(ImportError::TargetNotUsable {
+            path: formats::text::escape(&target.display().to_string()),
+            reason: "is the source itself",
+        });
+    }
+    Ok(())
+}
+
 /// Free space for unprivileged writers on the filesystem that holds `path`.
 fn free_space(path: &Path) -> Result<u64, ImportError> {
     let dir = match path.parent() {

@@ -228,6 +228,11 @@ impl Loop {
         }
     }
 
+    /// The backing file's path.
+    pub fn backing(&self) -> &Path {
+        self._backing.path()
+    }
+
     /// The device's whole content.
     pub fn read(&self) -> Vec<u8> {
         std::fs::read(&self.dev).unwrap()

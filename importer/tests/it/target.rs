@@ -207,3 +207,65 @@ fn d11_killed_import_leaves_no_success_and_the_next_run_starts_clean() {
     ok(&run(&["convert", "--no-progress", &src, &out_path]));
     assert_eq!(std::fs::read(&out_path).unwrap(), img);
 }
+
+/// Asserts that converting `src` into `dst` is refused before anything is
+/// written, and that the source is left byte for byte as it was.
+fn refuses_itself(src: &str, dst: &str, original: &[u8], stdin: Option<&str>) {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskimport"));
+    cmd.args(["convert", "--no-progress", src, dst]);
+    if let Some(f) = stdin {
+        // A shell's `< file`: the file itself is standard input.
+        cmd.stdin(std::fs::File::open(f).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    fails(&out, "target", "is the source itself");
+    let now = std::fs::read(stdin.unwrap_or(src)).unwrap();
+    assert!(now == original, "source changed: {src} -> {dst}");
+}
+
+#[test]
+fn source_equal_to_target_is_refused_before_writing() {
+    let t = tmp();
+    let d = t.path();
+    let data = pattern(1 << 20);
+    let raw = put(d, "a.raw", &data);
+    // The same path, a hard link, a symlinked source, a relative spelling.
+    refuses_itself(&raw, &raw, &data, None);
+    let link = path(d, "hard.raw");
+    std::fs::hard_link(&raw, &link).unwrap();
+    refuses_itself(&raw, &link, &data, None);
+    let sym = path(d, "sym.raw");
+    std::os::unix::fs::symlink(&raw, &sym).unwrap();
+    refuses_itself(&sym, &raw, &data, None);
+    let dotted = format!("{}/./a.raw", d.display());
+    refuses_itself(&dotted, &raw, &data, None);
+    // Standard input redirected from the target.
+    refuses_itself("-", &raw, &data, Some(&raw));
+    // A qcow2 source (it used to be truncated, then the run failed).
+    if crate::convert::qemu_img().is_some() {
+        let q = path(d, "a.qcow2");
+        sh(
+            "qemu-img",
+            &["convert", "-f", "raw", "-O", "qcow2", &raw, &q],
+        );
+        let qdata = std::fs::read(&q).unwrap();
+        refuses_itself(&q, &q, &qdata, None);
+    }
+    // A different file with the same content is a fine target.
+    let other = put(d, "b.raw", &data);
+    ok(&run(&["convert", "--no-progress", &raw, &other]));
+}
+
+#[test]
+fn block_device_as_its_own_source_or_over_its_backing_file_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let lo = Loop::new(1 << 20, 0x5a);
+    let before = lo.read();
+    refuses_itself(&lo.dev, &lo.dev, &before, None);
+    // The loop device's backing file as the source of the device.
+    let backing = lo.backing().to_str().unwrap().to_owned();
+    refuses_itself(&backing, &lo.dev, &before, None);
+    assert!(lo.read() == before);
+}
