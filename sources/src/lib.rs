@@ -13,6 +13,8 @@
 //! - [`meter`] counts the source bytes (progress) and hashes them for
 //!   `--checksum` (over the bytes as read, before decompression).
 //! - [`peek`] lets detection look at a prefix without consuming it.
+//! - [`targuard`] watches a tar stream's headers as they pass, bounding
+//!   long names and PAX records before the `tar` crate reads them.
 //! - [`decode`] removes one compression layer: gzip (every member), xz
 //!   (every stream, multi-threaded) and zstd (every frame), each with
 //!   bounded memory.
@@ -46,5 +48,6 @@ pub mod http;
 pub mod layers;
 pub mod meter;
 pub mod peek;
+pub mod targuard;
 
 pub use error::SourceError;

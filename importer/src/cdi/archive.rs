@@ -7,8 +7,13 @@
 //! symbolic link is ever followed while extracting, whatever earlier
 //! entries created. `..` components, devices, FIFOs, sockets and sparse
 //! entries are refused; setuid, setgid and sticky bits are dropped;
-//! symbolic links are created only when their target stays beneath /data;
-//! hard links only to files beneath it. Owners are not restored.
+//! symbolic links are created only when their target resolves beneath
+//! /data, following the links already created, and every link is resolved
+//! again once the archive is complete (a later link can change what an
+//! earlier one means); hard links only to files beneath it, never to a
+//! symbolic link. Owners are not restored. Long names and PAX records are
+//! bounded before they are read ([`sources::targuard`]), and the capacity
+//! check counts each entry's real size (a PAX `size` included).
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -19,6 +24,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use sources::layers::{open_layers, LayerOptions};
 use sources::meter::{Checksum, Meter, MeteredReader};
+use sources::targuard::{TarGuard, TarGuardError};
 use sources::SourceError;
 
 use super::{Outcome, Settings, Target};
@@ -35,6 +41,10 @@ pub enum ArchiveError {
         /// Why.
         reason: &'static str,
     },
+    /// The tar structure was refused before it was read (bounds, sparse
+    /// entries, bad PAX paths).
+    #[error("{0}")]
+    Guard(TarGuardError),
     /// The stream is not a tar archive.
     #[error("Archive content type needs a tar archive, found {0}")]
     NotTar(&'static str),
@@ -46,10 +56,19 @@ pub enum ArchiveError {
     BlockVolume,
     /// Reading or writing failed.
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// Any other failure.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<io::Error> for ArchiveError {
+    fn from(e: io::Error) -> Self {
+        match TarGuardError::find(&e) {
+            Some(g) => ArchiveError::Guard(g.clone()),
+            None => ArchiveError::Io(e),
+        }
+    }
 }
 
 fn unsafe_entry(path: &Path, reason: &'static str) -> ArchiveError {
@@ -121,24 +140,71 @@ fn safe_mode(mode: u32) -> Mode {
     Mode::from_raw_mode(mode & 0o777)
 }
 
-/// Whether a symbolic link at `dir/…` pointing to `target` stays beneath
-/// the root.
-fn link_stays_beneath(dir: &[&OsStr], target: &Path) -> bool {
-    if target.is_absolute() {
+/// Most symbolic links followed while resolving one link's target (the
+/// kernel's own bound).
+const MAX_LINK_HOPS: usize = 40;
+
+/// The text of the symbolic link at `comps` beneath the root, or `None`
+/// when that path is missing, not a link, or below a non-directory.
+fn read_link(root: &OwnedFd, comps: &[std::ffi::OsString]) -> Option<std::ffi::OsString> {
+    let (name, dir) = comps.split_last()?;
+    let mut fd = rustix::fs::openat2(
+        root,
+        ".",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        BENEATH,
+    )
+    .ok()?;
+    for c in dir {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        fd = rustix::fs::openat2(&fd, c, flags, Mode::empty(), BENEATH).ok()?;
+    }
+    let text = rustix::fs::readlinkat(&fd, name, Vec::new()).ok()?;
+    Some(std::os::unix::ffi::OsStringExt::from_vec(text.into_bytes()))
+}
+
+/// Whether a symbolic link in directory `dir` with text `target` resolves
+/// beneath the root as the tree stands: `..` may not climb above the root,
+/// absolute targets never stay beneath it, and every link met on the way
+/// (made by earlier entries) is followed, at most [`MAX_LINK_HOPS`] times.
+/// Components that do not exist yet are taken as plain directories.
+fn resolves_beneath(root: &OwnedFd, dir: &[&OsStr], target: &Path) -> bool {
+    let mut at: Vec<std::ffi::OsString> = dir.iter().map(|c| c.to_os_string()).collect();
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    let push_front = |pending: &mut std::collections::VecDeque<_>, t: &Path| -> bool {
+        if t.has_root() {
+            return false;
+        }
+        for c in t.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push_front(n.to_os_string()),
+                Component::ParentDir => pending.push_front("..".into()),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return false,
+            }
+        }
+        true
+    };
+    if !push_front(&mut pending, target) {
         return false;
     }
-    let mut depth = dir.len() as i64;
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == ".." {
+            if at.pop().is_none() {
+                return false;
             }
-            Component::RootDir | Component::Prefix(_) => return false,
+            continue;
+        }
+        at.push(c);
+        if let Some(text) = read_link(root, &at) {
+            hops += 1;
+            at.pop();
+            if hops > MAX_LINK_HOPS || !push_front(&mut pending, Path::new(&text)) {
+                return false;
+            }
         }
     }
     true
@@ -148,8 +214,15 @@ fn link_stays_beneath(dir: &[&OsStr], target: &Path) -> bool {
 /// regular files written. Fails once they pass `capacity`.
 pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, ArchiveError> {
     let root_fd: OwnedFd = std::fs::File::open(root)?.into();
-    let mut archive = tar::Archive::new(input);
+    let mut archive = tar::Archive::new(TarGuard::new(input));
     let mut written = 0u64;
+    // Every symbolic link made, as (directory, name, text): resolved again
+    // at the end.
+    let mut links: Vec<(
+        Vec<std::ffi::OsString>,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    )> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
@@ -163,7 +236,8 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
         let parent = open_dir(&root_fd, dir, &path)?;
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = header.size()?;
+                // The real size: a PAX `size` overrides the header's field.
+                let size = entry.size();
                 written = written.saturating_add(size);
                 if written > capacity {
                     return Err(ArchiveError::TooLarge(capacity));
@@ -197,7 +271,7 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
                     .link_name()?
                     .ok_or_else(|| unsafe_entry(&path, "symbolic link without a target"))?
                     .into_owned();
-                if !link_stays_beneath(dir, &target) {
+                if !resolves_beneath(&root_fd, dir, &target) {
                     return Err(unsafe_entry(
                         &path,
                         "symbolic link points outside the volume",
@@ -205,6 +279,11 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
                 }
                 rustix::fs::symlinkat(&target, &parent, *name)
                     .map_err(|e| ArchiveError::Io(e.into()))?;
+                links.push((
+                    dir.iter().map(|c| c.to_os_string()).collect(),
+                    path.clone(),
+                    target,
+                ));
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -216,6 +295,14 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
                     return Err(unsafe_entry(&path, "hard link to the volume root"));
                 };
                 let tparent = open_dir(&root_fd, tdir, &target)?;
+                // A hard link to a symbolic link is a copy of its text in
+                // another directory, where it may mean something else.
+                let st = rustix::fs::statat(&tparent, *tname, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| ArchiveError::Io(e.into()))?;
+                if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+                {
+                    return Err(unsafe_entry(&path, "hard link to a symbolic link"));
+                }
                 rustix::fs::linkat(&tparent, *tname, &parent, *name, AtFlags::empty())
                     .map_err(|e| ArchiveError::Io(e.into()))?;
             }
@@ -228,6 +315,17 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
             // PAX and GNU long-name records are consumed by the reader;
             // anything else is not a file system object we create.
             _ => {}
+        }
+    }
+    // Links made later can change where earlier ones lead (`c -> x/..`
+    // before `x -> .`): every link must still resolve beneath the root.
+    for (dir, path, target) in &links {
+        let dir: Vec<&OsStr> = dir.iter().map(|c| c.as_os_str()).collect();
+        if !resolves_beneath(&root_fd, &dir, target) {
+            return Err(unsafe_entry(
+                path,
+                "symbolic link points outside the volume",
+            ));
         }
     }
     Ok(written)

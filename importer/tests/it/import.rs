@@ -510,7 +510,7 @@ fn regex_lite(prefix: &'static str) -> impl Fn(&str) -> Option<f64> {
 // The archive content type.
 
 /// A ustar header block for `name` of `kind` with `size` bytes.
-fn tar_header(name: &str, kind: u8, size: usize, mode: u32, link: &str) -> Vec<u8> {
+pub(crate) fn tar_header(name: &str, kind: u8, size: usize, mode: u32, link: &str) -> Vec<u8> {
     let mut h = vec![0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
     h[100..107].copy_from_slice(format!("{mode:07o}").as_bytes());
@@ -529,7 +529,7 @@ fn tar_header(name: &str, kind: u8, size: usize, mode: u32, link: &str) -> Vec<u
 }
 
 /// A tar of `(name, kind, data, mode, link)` entries.
-fn tar(entries: &[(&str, u8, &[u8], u32, &str)]) -> Vec<u8> {
+pub(crate) fn tar(entries: &[(&str, u8, &[u8], u32, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, kind, data, mode, link) in entries {
         out.extend(tar_header(name, *kind, data.len(), *mode, link));
@@ -540,7 +540,7 @@ fn tar(entries: &[(&str, u8, &[u8], u32, &str)]) -> Vec<u8> {
     out
 }
 
-fn serve(body: Vec<u8>) -> FaultServer {
+pub(crate) fn serve(body: Vec<u8>) -> FaultServer {
     let res = Static::new(body);
     FaultServer::start(move |req, _| res.reply(req))
 }

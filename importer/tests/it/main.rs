@@ -3,6 +3,7 @@
 //! block-device targets on loop devices, and the HTTP source against a
 //! real nginx and a fault-injecting server (section 3.6).
 
+mod archive_review;
 mod block;
 mod cli;
 mod common;
