@@ -1,9 +1,10 @@
 //! Format detection by magic bytes, on a prefix the caller peeked without
 //! consuming it. Never by file name (G2).
 
-/// How many bytes of prefix [`detect`] wants: tar's `ustar` sits at 257 and
-/// VDI's signature at 0x40; 512 covers both.
-pub const PROBE_LEN: usize = 512;
+/// How many bytes of prefix [`detect`] wants: tar's `ustar` sits at 257,
+/// VDI's signature at 0x40, and a VMDK text descriptor is recognised within
+/// the first 2 KiB (qemu's probe window).
+pub const PROBE_LEN: usize = 2048;
 
 /// What a stream is, judged from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +129,56 @@ pub fn detect(prefix: &[u8]) -> Probe {
     if at(prefix, 0, b"BZh") && at(prefix, 4, b"1AY&SY") {
         return Probe::Bzip2;
     }
+    if is_vmdk_descriptor(prefix) {
+        return Probe::Vmdk;
+    }
     Probe::Raw
+}
+
+/// How much of a stream qemu looks at to recognise a format.
+const QEMU_PROBE_LEN: usize = 2048;
+
+/// Whether `prefix` reads as a VMDK text descriptor the way qemu's probe
+/// reads it (docs/formats.md, "VMDK descriptors"): comment lines (`#...`)
+/// and lines of spaces may come first; the first other line must be
+/// `version=1`, `version=2` or `version=3`, ended by `\n` or `\r\n`. Such
+/// a file names extent files qemu-img would open; it is refused, never
+/// copied as raw, and the extents are never opened.
+fn is_vmdk_descriptor(prefix: &[u8]) -> bool {
+    let buf = &prefix[..prefix.len().min(QEMU_PROBE_LEN)];
+    let mut p = 0;
+    while p < buf.len() {
+        match buf[p] {
+            b'#' => {
+                while p < buf.len() && buf[p] != b'\n' {
+                    p += 1;
+                }
+                p += 1;
+            }
+            b' ' => {
+                while p < buf.len() && buf[p] == b' ' {
+                    p += 1;
+                }
+                if buf.get(p) == Some(&b'\r') {
+                    p += 1;
+                }
+                if buf.get(p) != Some(&b'\n') {
+                    return false;
+                }
+                p += 1;
+            }
+            _ => {
+                let line = &buf[p..];
+                return [b"1", b"2", b"3"].iter().any(|v| {
+                    let head = [b"version=".as_slice(), v.as_slice()].concat();
+                    line.starts_with(&head)
+                        && (line[head.len()..].starts_with(b"\n")
+                            || line[head.len()..].starts_with(b"\r\n"))
+                });
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -179,6 +229,27 @@ mod tests {
     fn bad_qcow2_magic_is_raw() {
         // Q01: QFI\xfa is not qcow2.
         assert_eq!(detect(&with_at(0, b"QFI\xfa\x00\x00\x00\x03")), Probe::Raw);
+    }
+
+    #[test]
+    fn vmdk_descriptors_without_the_banner_are_vmdk() {
+        let passwd =
+            b"# comment\nversion=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n";
+        assert_eq!(detect(passwd), Probe::Vmdk);
+        // Blank lines of spaces and CRLF endings, as qemu accepts them.
+        assert_eq!(detect(b"#a\r\n   \r\n  \nversion=3\r\nx"), Probe::Vmdk);
+        assert_eq!(detect(b"version=2\n"), Probe::Vmdk);
+        // Not descriptors for qemu either: an empty line first, another
+        // version, text before the version line, no line end.
+        assert_eq!(detect(b"\nversion=1\n"), Probe::Raw);
+        assert_eq!(detect(b"version=4\n"), Probe::Raw);
+        assert_eq!(detect(b"createType=x\nversion=1\n"), Probe::Raw);
+        assert_eq!(detect(b"version=1"), Probe::Raw);
+        assert_eq!(detect(b"  x\nversion=1\n"), Probe::Raw);
+        // Past qemu's 2 KiB probe window it is data.
+        let mut late = vec![b'#'; 3000];
+        late.extend(b"\nversion=1\n");
+        assert_eq!(detect(&late), Probe::Raw);
     }
 
     #[test]

@@ -242,6 +242,27 @@ fn f02_qemu_made_vmdk_vhd_vhdx_vdi_are_refused() {
 }
 
 #[test]
+fn f02_vmdk_descriptor_without_its_banner_is_refused_and_its_extent_never_opened() {
+    // qemu-img reads this as a VMDK whose flat extent is /etc/passwd.
+    let mut v = b"# made by hand\n  \nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n# Extent description\nRW 8 FLAT \"/etc/passwd\" 0\n".to_vec();
+    refused(&v, "unsupported", "vmdk is not supported");
+    refused(&gz(&v), "unsupported", "vmdk is not supported");
+    // A long comment block before the version line (still within 2 KiB).
+    let mut long = vec![b'#'; 1500];
+    long.push(b'\n');
+    long.append(&mut v);
+    refused(&long, "unsupported", "vmdk is not supported");
+    let d = tmp();
+    let out = path(d.path(), "o.raw");
+    fails(
+        &run_stdin(&["convert", "--no-progress", "-", &out], long),
+        "unsupported",
+        "vmdk is not supported",
+    );
+    assert!(!Path::new(&out).exists());
+}
+
+#[test]
 fn f03_qcow_v1_is_refused() {
     let mut v = vec![0u8; 4096];
     v[..8].copy_from_slice(b"QFI\xfb\x00\x00\x00\x01");
