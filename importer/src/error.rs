@@ -148,3 +148,24 @@ pub fn describe(err: &dyn std::error::Error, verbose: bool) -> String {
     parts.dedup();
     formats::text::escape(&parts.join(": "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EDQUOT cannot be provoked on this kernel (no quota support), so its
+    /// classification is checked here: a quota hit reads like a full disk.
+    #[test]
+    fn quota_and_full_disk_are_the_same_capacity_error() {
+        for errno in [libc::EDQUOT, libc::ENOSPC] {
+            let e = ImportError::writing("out.raw", io::Error::from_raw_os_error(errno));
+            assert_eq!(
+                e.to_string(),
+                "No space left on target \"out.raw\": the image is larger than the reported available storage"
+            );
+            assert_eq!(e.kind(), ErrorKind::Target);
+        }
+        let e = ImportError::writing("out.raw", io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.to_string(), "Writing target \"out.raw\"");
+    }
+}

@@ -289,9 +289,15 @@ pub struct Ext4 {
 impl Ext4 {
     /// Makes and mounts an ext4 of `mib` MiB.
     pub fn new(mib: u64) -> Ext4 {
+        Ext4::of_type("ext4", mib)
+    }
+
+    /// Makes and mounts a filesystem of the ext family (`ext2`: no
+    /// extents, so no `fallocate`) of `mib` MiB.
+    pub fn of_type(fs: &str, mib: u64) -> Ext4 {
         let backing = tempfile::NamedTempFile::new().unwrap();
         backing.as_file().set_len(mib << 20).unwrap();
-        let st = std::process::Command::new("mkfs.ext4")
+        let st = std::process::Command::new(format!("mkfs.{fs}"))
             .args(["-q", "-F"])
             .arg(backing.path())
             .status()

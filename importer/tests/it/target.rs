@@ -269,3 +269,33 @@ fn block_device_as_its_own_source_or_over_its_backing_file_is_refused() {
     refuses_itself(&backing, &lo.dev, &before, None);
     assert!(lo.read() == before);
 }
+
+#[test]
+fn falloc_on_a_filesystem_without_fallocate_falls_back_to_writing_zeroes() {
+    if !privileged() {
+        return;
+    }
+    // ext2 files have no extents: fallocate fails with EOPNOTSUPP.
+    let fs = Ext4::of_type("ext2", 64);
+    let probe = fs.path("probe");
+    let f = std::fs::File::create(&probe).unwrap();
+    // SAFETY: fallocate on a live descriptor with plain integer arguments.
+    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, 0, 4096) };
+    assert_eq!(rc, -1, "ext2 unexpectedly supports fallocate");
+    drop(f);
+    let d = tmp();
+    let data = sparse_image(8 << 20);
+    let src = put(d.path(), "disk.img", &data);
+    let out_path = fs.path("out.raw");
+    ok(&run(&[
+        "convert",
+        "--no-progress",
+        "--preallocation",
+        "falloc",
+        &src,
+        out_path.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read(&out_path).unwrap() == padded(&data));
+    // Every block allocated, as full preallocation writes them.
+    assert!(allocated(out_path.to_str().unwrap()) >= 8 << 20);
+}
