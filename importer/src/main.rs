@@ -80,7 +80,7 @@ struct HttpArgs {
     /// Give up when no byte arrives for this many seconds.
     #[arg(long, value_name = "SECS", default_value = "600")]
     idle_timeout: f64,
-    /// Give up when the whole download takes longer than this many seconds.
+    /// Give up when the whole download takes longer than this many seconds (import: 86400 when not given).
     #[arg(long, value_name = "SECS")]
     deadline: Option<f64>,
     /// Parallel connections for range reads of qcow2 images.
@@ -89,7 +89,7 @@ struct HttpArgs {
     /// Allow connecting to this address or range even when denied. Repeatable.
     #[arg(long, value_name = "CIDR")]
     allow_destination: Vec<sources::http::Cidr>,
-    /// Refuse connecting to this address or range (besides link-local and metadata). Repeatable.
+    /// Refuse connecting to this address or range (besides link-local and metadata). Repeatable. Through a proxy, host names are resolved by the proxy: only IP literals in URLs can be checked.
     #[arg(long, value_name = "CIDR")]
     deny_destination: Vec<sources::http::Cidr>,
 }

@@ -398,8 +398,13 @@ fn checksum_setting(s: &Settings) -> Result<Option<sources::meter::Checksum>, Ou
 }
 
 /// The HTTP client settings from CDI's variables.
+/// The whole download's bound in `import` when none is given: CDI has
+/// none, but a pod must not trickle forever (docs/http.md, "Retries").
+pub const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 fn http_options(s: &Settings) -> Result<HttpOptions, Outcome> {
     let mut http = s.http.clone();
+    http.deadline.get_or_insert(IMPORT_DEADLINE);
     http.insecure = s
         .insecure_tls
         .as_deref()
@@ -592,6 +597,17 @@ mod tests {
             ok,
             r#"{"scratchSpaceRequired":false,"preallocationApplied":true,"message":"Import Complete"}"#
         );
+    }
+
+    #[test]
+    fn import_bounds_the_download_by_a_day_unless_told_otherwise() {
+        let s = Settings::default();
+        let h = http_options(&s).unwrap();
+        assert_eq!(h.deadline, Some(std::time::Duration::from_secs(86_400)));
+        let mut s = Settings::default();
+        s.http.deadline = Some(std::time::Duration::from_secs(30));
+        let h = http_options(&s).unwrap();
+        assert_eq!(h.deadline, Some(std::time::Duration::from_secs(30)));
     }
 
     #[test]

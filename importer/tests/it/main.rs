@@ -10,6 +10,7 @@ mod common;
 mod compression;
 mod convert;
 mod http;
+mod http_review;
 mod import;
 mod net;
 mod qcow2;

@@ -36,6 +36,16 @@ pub use stream::HttpBody;
 /// At most this many redirects are followed (H11).
 pub const MAX_REDIRECTS: usize = 10;
 
+/// Longest URL accepted: the HTTP stack refuses longer request targets,
+/// so a longer one is a usage error at once, never a retried failure.
+pub const MAX_URL_LEN: usize = 65534;
+
+/// A body that broke after at least this many new bytes is resumed at once
+/// and the failure count starts again; a break after less counts as a
+/// failure in a row, backs off and uses up a retry (docs/http.md,
+/// "Retries"). A server that sends a byte and closes cannot make us spin.
+pub const MIN_PROGRESS: u64 = 1 << 20;
+
 /// Whether `s` names an HTTP(S) source.
 pub fn is_url(s: &str) -> bool {
     scheme_of(s).is_some_and(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
@@ -192,14 +202,49 @@ pub fn open_url(
     source: &str,
     opts: HttpOptions,
 ) -> Result<(HttpClient, Resource, HttpBody), HttpError> {
-    let url = Url::parse(source).map_err(|e| HttpError::Url {
-        // Signed URLs carry tokens in the query: never shown.
-        url: formats::text::escape(source.split(['?', '#']).next().unwrap_or_default()),
-        reason: e.to_string(),
-    })?;
+    let url = parse_url(source)?;
     let client = HttpClient::new(&url, opts)?;
     let (res, body) = client.open(&url)?;
     Ok((client, res, body))
+}
+
+/// Parses a source URL; the error shows it as [`redact_text`] does.
+pub fn parse_url(source: &str) -> Result<Url, HttpError> {
+    let invalid = |reason: String| HttpError::Url {
+        url: redact_text(source),
+        reason,
+    };
+    if source.len() > MAX_URL_LEN {
+        return Err(invalid(format!("longer than {MAX_URL_LEN} bytes")));
+    }
+    Url::parse(source).map_err(|e| invalid(e.to_string()))
+}
+
+/// A URL that may not parse, as it may be shown: no userinfo (whatever
+/// precedes the last `@` of the authority), no query or fragment (signed
+/// URLs carry tokens there), control characters escaped, at most 256
+/// characters.
+pub fn redact_text(source: &str) -> String {
+    let bare = source.split(['?', '#']).next().unwrap_or_default();
+    let shown = match bare.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => bare.to_owned(),
+    };
+    let mut shown = formats::text::escape(&shown);
+    if shown.len() > 256 {
+        let mut cut = 256;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push_str("...");
+    }
+    shown
 }
 
 /// A URL as it may be shown: no credentials, no query (signed URLs carry
@@ -578,12 +623,26 @@ impl Net {
         self.check_destination(url)?;
         let (limit, on_timeout) = self.wait_limit()?;
         let opts = self.opts();
-        let mut req = self.client.get(url.clone());
+        // The HTTP stack would add a second Authorization header from the
+        // URL's userinfo: the request goes without it, and the one
+        // credential is chosen below (docs/http.md, "Credentials").
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let mut req = self.client.get(bare);
         if url.origin() == self.origin {
-            for (n, v) in &opts.headers {
-                req = req.header(n, v);
+            let explicit = opts
+                .headers
+                .iter()
+                .rposition(|(n, _)| n == header::AUTHORIZATION);
+            for (i, (n, v)) in opts.headers.iter().enumerate() {
+                if n != header::AUTHORIZATION || Some(i) == explicit {
+                    req = req.header(n, v);
+                }
             }
-            if let Some(user) = &opts.username {
+            if explicit.is_some() {
+                // An Authorization header given as a header wins.
+            } else if let Some(user) = &opts.username {
                 req = req.basic_auth(user, opts.password.as_deref());
             } else if !url.username().is_empty() {
                 req = req.basic_auth(url.username(), url.password());
@@ -624,6 +683,13 @@ impl Net {
                     status: status.as_u16(),
                 })?;
             check_scheme(&next)?;
+            if next.as_str().len() > MAX_URL_LEN {
+                return Err(HttpError::Url {
+                    url: redact_text(next.as_str()),
+                    reason: format!("redirect target longer than {MAX_URL_LEN} bytes"),
+                }
+                .into());
+            }
             if url.scheme() == "https" && next.scheme() == "http" {
                 return Err(HttpError::Downgrade(redact(&next)).into());
             }

@@ -17,7 +17,10 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-use super::{bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
+use super::{
+    bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator,
+    MIN_PROGRESS,
+};
 
 /// Bytes handed to the reader at a time.
 const BATCH: usize = 128 << 10;
@@ -199,6 +202,8 @@ async fn pump(
     let mut skip = 0u64;
     let mut failures = 0u32;
     let mut progressed = false;
+    // New bytes since the body last broke.
+    let mut fresh = 0u64;
     let mut batch = BytesMut::with_capacity(BATCH);
     loop {
         let mut broken = match net.next_chunk(&mut resp).await {
@@ -212,7 +217,8 @@ async fn pump(
                 skip -= drop;
                 net.stats.refetched.fetch_add(drop, Ordering::Relaxed);
                 chunk.advance(drop as usize);
-                if !chunk.is_empty() {
+                fresh += chunk.len() as u64;
+                if fresh >= MIN_PROGRESS {
                     failures = 0;
                     progressed = true;
                 }
@@ -273,6 +279,7 @@ async fn pump(
                 return Err(net.deadline_error());
             }
             progressed = false;
+            fresh = 0;
             failures += 1;
             match resume(net, res, pos).await {
                 Ok((r, s)) => {
