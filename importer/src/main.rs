@@ -428,6 +428,12 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                         println!("compressed clusters: {} bytes", q.compressed_bytes);
                         println!("features: {}", q.features.join(", "));
                         println!("read path: {} ({} bytes spilled)", q.path, q.spilled_bytes);
+                        if let Some(b) = &q.backing_file {
+                            println!("backing file: {b:?} (never opened; refused on import)");
+                        }
+                        if let Some(d) = &q.data_file {
+                            println!("data file: {d:?} (never opened; refused on import)");
+                        }
                     }
                 }
             }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use formats::extent::ZeroCoalescer;
 use formats::qcow2::stream::{Qcow2Stream, SpillOptions};
-use formats::qcow2::Qcow2Reader;
+use formats::qcow2::{Qcow2Reader, References};
 use formats::raw::{round_up_sector, BufferReturn, Chunker};
 use formats::read_at::{PrefetchFile, ReadAt};
 use formats::sink::Sink;
@@ -311,8 +311,11 @@ impl Prepared {
 
 /// qcow2 read by random access from `src` (a local file or HTTP ranges):
 /// the producer, the virtual size and the header facts.
-fn qcow2_random(src: Box<dyn ReadAt>) -> Result<(Producer, Option<u64>, QcowFacts), ImportError> {
-    let r = Qcow2Reader::open(src).map_err(FormatError::from)?;
+fn qcow2_random(
+    src: Box<dyn ReadAt>,
+    refs: References,
+) -> Result<(Producer, Option<u64>, QcowFacts), ImportError> {
+    let r = Qcow2Reader::open_with(src, refs).map_err(FormatError::from)?;
     let facts = QcowFacts::of(r.header());
     let size = r.virtual_size();
     Ok((Producer::Qcow2(Box::new(r)), size, facts))
@@ -322,8 +325,9 @@ fn qcow2_random(src: Box<dyn ReadAt>) -> Result<(Producer, Option<u64>, QcowFact
 fn qcow2_stream(
     reader: PeekReader<Box<dyn Read + Send>>,
     spill: SpillOptions,
+    refs: References,
 ) -> Result<(Producer, Option<u64>, QcowFacts), ImportError> {
-    let stream = Qcow2Stream::open(reader, spill).map_err(FormatError::from)?;
+    let stream = Qcow2Stream::open_with(reader, spill, refs).map_err(FormatError::from)?;
     let facts = QcowFacts::of(stream.header());
     let size = stream.virtual_size();
     Ok((Producer::Qcow2Stream(Box::new(stream)), size, facts))
@@ -344,6 +348,7 @@ fn prepare_http(
     format: SourceFormat,
     checksum: Option<&Checksum>,
     spill: SpillOptions,
+    refs: References,
     http: &HttpOptions,
 ) -> Result<Prepared, ImportError> {
     let (client, res, body) = sources::http::open_url(source, http.clone())?;
@@ -395,11 +400,11 @@ fn prepare_http(
             drop(opened);
             meter.reset_count();
             let (p, size, facts) =
-                qcow2_random(Box::new(client.ranges(&res, Some(meter.clone()))))?;
+                qcow2_random(Box::new(client.ranges(&res, Some(meter.clone()))), refs)?;
             (p, size, Some(facts))
         }
         Probe::Qcow { .. } => {
-            let (p, size, facts) = qcow2_stream(opened.reader, spill)?;
+            let (p, size, facts) = qcow2_stream(opened.reader, spill, refs)?;
             (p, size, Some(facts))
         }
         other => {
@@ -426,10 +431,11 @@ fn prepare(
     format: SourceFormat,
     checksum: Option<&Checksum>,
     spill: SpillOptions,
+    refs: References,
     http: &HttpOptions,
 ) -> Result<Prepared, ImportError> {
     if sources::http::is_url(source) {
-        return prepare_http(source, format, checksum, spill, http);
+        return prepare_http(source, format, checksum, spill, refs, http);
     }
     if let Some(scheme) = sources::http::scheme_of(source) {
         return Err(ImportError::Usage(format!(
@@ -460,11 +466,12 @@ fn prepare(
                     meter.verify()?;
                 }
                 let f = f.try_clone().map_err(ImportError::reading)?;
-                qcow2_random(Box::new(
-                    PrefetchFile::new(f).map_err(ImportError::reading)?,
-                ))?
+                qcow2_random(
+                    Box::new(PrefetchFile::new(f).map_err(ImportError::reading)?),
+                    refs,
+                )?
             }
-            _ => qcow2_stream(opened.reader, spill)?,
+            _ => qcow2_stream(opened.reader, spill, refs)?,
         };
         return Ok(Prepared {
             opened_layers: layers,
@@ -533,6 +540,15 @@ pub struct QcowFacts {
     pub path: &'static str,
     /// Bytes the stream path kept in its spill file.
     pub spilled_bytes: u64,
+    /// The backing file the image names, escaped (never opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backing_file: Option<String>,
+    /// The external data file the image needs, escaped (never opened).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<String>,
+    /// Why `convert` and `import` would refuse the image, if they would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_on_import: Option<String>,
 }
 
 impl QcowFacts {
@@ -547,6 +563,9 @@ impl QcowFacts {
             zero_bytes: 0,
             path: "random access",
             spilled_bytes: 0,
+            backing_file: h.backing_file.clone(),
+            data_file: h.data_file.clone(),
+            refused_on_import: h.check_references().err().map(|e| e.to_string()),
         }
     }
 }
@@ -562,6 +581,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         opts.source_format,
         opts.checksum.as_ref(),
         opts.spill.clone(),
+        References::Refuse,
         &opts.http,
     )?;
     for w in &prepared.warnings {
@@ -680,12 +700,32 @@ pub fn info(
     format: SourceFormat,
     http: &HttpOptions,
 ) -> Result<InfoReport, ImportError> {
-    let prepared = prepare(source, format, None, SpillOptions::default(), http)?;
+    let prepared = prepare(
+        source,
+        format,
+        None,
+        SpillOptions::default(),
+        References::Describe,
+        http,
+    )?;
     let layers = prepared
         .opened_layers
         .split(" -> ")
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    let facts = prepared.qcow2.as_ref();
+    if facts.is_some_and(|f| f.data_file.is_some()) {
+        // Data clusters live in the other file: the header is all there is
+        // to describe, and the data file is never opened.
+        let facts = facts.cloned().expect("checked");
+        return Ok(qcow2_report(
+            layers,
+            &prepared.meter,
+            prepared.virtual_size,
+            0,
+            facts,
+        ));
+    }
     if let Producer::Qcow2(mut r) = prepared.producer {
         // The mapping alone answers: no data is read or decompressed.
         let stats = r.map_summary().map_err(FormatError::from)?;

@@ -118,9 +118,27 @@ pub struct Header {
     pub compression: Compression,
     /// Header extensions found: (type, length).
     pub extensions: Vec<(u32, u32)>,
+    /// The backing file the image names, escaped (never opened, G1).
+    pub backing_file: Option<String>,
+    /// The external data file the image needs, escaped, empty when the
+    /// image does not name it (never opened, G1).
+    pub data_file: Option<String>,
 }
 
 impl Header {
+    /// Refuses an image that reads through another file: a backing file
+    /// or an external data file. Every reader calls this; `info` does not,
+    /// so that it can describe such an image.
+    pub fn check_references(&self) -> Result<(), Qcow2Error> {
+        if let Some(name) = &self.backing_file {
+            return Err(Qcow2Error::BackingFile { name: name.clone() });
+        }
+        if let Some(name) = &self.data_file {
+            return Err(Qcow2Error::ExternalDataFile { name: name.clone() });
+        }
+        Ok(())
+    }
+
     /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
@@ -298,10 +316,12 @@ pub fn parse(first: &[u8]) -> Result<Header, Qcow2Error> {
         });
     }
 
-    // Backing file name (never opened: G1). Validate where it lies first,
-    // like qemu, then refuse the image as unsafe.
+    // Backing file name (never opened: G1). Validate where it lies, like
+    // qemu; the readers refuse the image ([`Header::check_references`]),
+    // `info` describes it.
     let backing_offset = be64(first, 8);
     let backing_size = u64::from(be32(first, 16));
+    let mut backing_file = None;
     let ext_end = if backing_offset != 0 {
         if backing_offset < u64::from(header_length) || backing_offset >= cluster {
             return Err(invalid(
@@ -321,9 +341,8 @@ pub fn parse(first: &[u8]) -> Result<Header, Qcow2Error> {
         if end > first.len() {
             return Err(truncated_header(first.len()));
         }
-        return Err(Qcow2Error::BackingFile {
-            name: escape_bytes(&first[backing_offset as usize..end]),
-        });
+        backing_file = Some(escape_bytes(&first[backing_offset as usize..end]));
+        backing_offset as usize
     } else {
         (cluster as usize).min(first.len())
     };
@@ -388,12 +407,9 @@ pub fn parse(first: &[u8]) -> Result<Header, Qcow2Error> {
     if incompatible & incompat::CORRUPT != 0 {
         return Err(Qcow2Error::Corrupt);
     }
-    if incompatible & incompat::DATA_FILE != 0 {
-        return Err(Qcow2Error::ExternalDataFile {
-            name: data_file_name.unwrap_or_default(),
-        });
-    }
-    if autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 {
+    let data_file =
+        (incompatible & incompat::DATA_FILE != 0).then(|| data_file_name.unwrap_or_default());
+    if autoclear & AUTOCLEAR_DATA_FILE_RAW != 0 && data_file.is_none() {
         return Err(invalid(
             "autoclear features",
             autoclear,
@@ -506,6 +522,8 @@ pub fn parse(first: &[u8]) -> Result<Header, Qcow2Error> {
         header_length,
         compression,
         extensions,
+        backing_file,
+        data_file,
     };
     let needed = size.div_ceil(h.l2_coverage());
     if u64::from(l1_size) < needed {

@@ -43,6 +43,19 @@ pub fn max_compressed_input(cluster: u64) -> u64 {
     2 * cluster
 }
 
+/// What a reader does with an image that names another file (a backing
+/// file, an external data file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum References {
+    /// Refuse it (every import).
+    #[default]
+    Refuse,
+    /// Open it to describe it (`info`); the named file is never opened,
+    /// and data clusters of an image with an external data file are not
+    /// mapped.
+    Describe,
+}
+
 /// Largest snapshot table walked (entries are variable length).
 pub const MAX_SNAPSHOT_TABLE_BYTES: u64 = 64 << 20;
 
@@ -188,6 +201,12 @@ fn be64(b: &[u8]) -> u64 {
 impl<R: ReadAt> Qcow2Reader<R> {
     /// Opens and validates an image: header, tables, every L1 entry.
     pub fn open(src: R) -> Result<Self, Qcow2Error> {
+        Self::open_with(src, References::Refuse)
+    }
+
+    /// [`Self::open`], with images that name another file refused or
+    /// described.
+    pub fn open_with(src: R, refs: References) -> Result<Self, Qcow2Error> {
         let file_size = src.size();
         let mut prefix = vec![0u8; file_size.min(512) as usize];
         read_at(&src, "header", 0, &mut prefix)?;
@@ -195,6 +214,9 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let mut first = vec![0u8; file_size.min(cluster) as usize];
         read_at(&src, "header", 0, &mut first)?;
         let header = header::parse(&first)?;
+        if refs == References::Refuse {
+            header.check_references()?;
+        }
         let mut meta = header_meta(&header)?;
         let l1_bytes = u64::from(header.l1_size) * 8;
         if header.l1_size > 0 {

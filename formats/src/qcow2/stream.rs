@@ -28,7 +28,7 @@ use super::header::{self, Header};
 use super::table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
 use super::{
     check_snapshot_table_len, decode_batch, header_meta, max_compressed_input, past_end,
-    snapshot_entry_len, MetaMap, SNAPSHOT_FIXED,
+    snapshot_entry_len, MetaMap, References, SNAPSHOT_FIXED,
 };
 use crate::extent::MAX_DATA_EXTENT;
 use crate::raw::round_up_sector;
@@ -157,7 +157,17 @@ fn cut(what: &'static str, offset: u64, len: u64, at: u64) -> Qcow2Error {
 
 impl<R: Read> Qcow2Stream<R> {
     /// Reads the header from the start of `input` and prepares the pass.
-    pub fn open(mut input: R, spill_opts: SpillOptions) -> Result<Self, Qcow2Error> {
+    pub fn open(input: R, spill_opts: SpillOptions) -> Result<Self, Qcow2Error> {
+        Self::open_with(input, spill_opts, References::Refuse)
+    }
+
+    /// [`Self::open`], with images that name another file refused or
+    /// described.
+    pub fn open_with(
+        mut input: R,
+        spill_opts: SpillOptions,
+        refs: References,
+    ) -> Result<Self, Qcow2Error> {
         let mut prefix = vec![0u8; 512];
         let got = read_full(&mut input, &mut prefix).map_err(|source| Qcow2Error::Reading {
             what: "header",
@@ -178,6 +188,9 @@ impl<R: Read> Qcow2Stream<R> {
             first.truncate(512 + more);
         }
         let header = header::parse(&first)?;
+        if refs == References::Refuse {
+            header.check_references()?;
+        }
         let pos = first.len() as u64;
         let mut meta = header_meta(&header)?;
         let l1_bytes = u64::from(header.l1_size) * 8;

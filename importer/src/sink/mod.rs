@@ -209,7 +209,8 @@ fn free_space(path: &Path) -> Result<u64, ImportError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let st = rustix::fs::statvfs(dir).map_err(|e| target_error(dir, e.into()))?;
+    // The error names the target the user gave, not its directory.
+    let st = rustix::fs::statvfs(dir).map_err(|e| target_error(path, e.into()))?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 

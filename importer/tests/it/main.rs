@@ -13,6 +13,7 @@ mod http;
 mod http_review;
 mod import;
 mod net;
+mod operator;
 mod qcow2;
 mod qcow2_hostile;
 mod qcow2_review;

@@ -282,7 +282,7 @@ hostile!(q20_external_data_file_is_never_opened, d, {
 
 /// Writes a backing file name at 0x1000 of BASE (cluster 0 stays in the
 /// header cluster) and points the header at it.
-fn with_backing(d: &Path, name: &[u8]) -> Vec<u8> {
+pub(crate) fn with_backing(d: &Path, name: &[u8]) -> Vec<u8> {
     let mut b = base(d, "");
     b[0x1000..0x1000 + name.len()].copy_from_slice(name);
     poke64(&mut b, 8, 0x1000);

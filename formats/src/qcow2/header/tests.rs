@@ -29,8 +29,11 @@ fn poke64(h: &mut [u8], off: usize, v: u64) {
     h[off..off + 8].copy_from_slice(&v.to_be_bytes());
 }
 
+/// The refusal a reader makes: parsing, then the references check.
 fn err(h: &[u8]) -> Qcow2Error {
-    parse(h).unwrap_err()
+    parse(h)
+        .and_then(|h| h.check_references().map(|()| h))
+        .unwrap_err()
 }
 
 fn assert_err(h: &[u8], kind: ErrorKind, needle: &str) {
@@ -140,6 +143,13 @@ fn backing_file_is_unsafe_and_name_escaped() {
     let msg = e.to_string();
     assert!(msg.contains("Backing file"), "{msg}");
     assert!(!msg.contains('\x1b') && !msg.contains('\n'), "{msg}");
+    // Parsing alone records the name, escaped, for `info`.
+    let parsed = parse(&h).unwrap();
+    assert_eq!(
+        parsed.backing_file.as_deref(),
+        Some("/etc/\\u{1b}[31mpasswd\\n")
+    );
+    assert_eq!(parsed.data_file, None);
 }
 
 #[test]
