@@ -201,6 +201,9 @@ struct ImportArgs {
     /// How long to wait for the ready file.
     #[arg(long, value_name = "SECS", default_value = "60")]
     ready_timeout: f64,
+    /// How often progress is logged, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "5")]
+    log_interval: f64,
     /// Where the progress metric is served over HTTPS ("off" for nowhere). Env DISKIMPORT_METRICS_ADDRESS.
     #[arg(long)]
     metrics_address: Option<String>,
@@ -269,6 +272,7 @@ impl ImportArgs {
                 .or_else(|| setting(None, "IMPORTER_DONE_FILE").map(PathBuf::from)),
             metrics,
             ready_timeout: Some(seconds("ready timeout", self.ready_timeout)?),
+            log_interval: Some(seconds("log interval", self.log_interval)?),
             http,
         })
     }
@@ -381,7 +385,9 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                 http: http.options()?,
                 progress_state: None,
             };
+            let started = std::time::Instant::now();
             let report = pipeline::convert(&opts)?;
+            let secs = started.elapsed().as_secs_f64();
             if matches!(output, Some(OutputArg::Json)) {
                 println!(
                     "{}",
@@ -389,14 +395,18 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                         .map_err(|e| ImportError::Internal(e.to_string()))?
                 );
             }
-            if cli.verbose || matches!(output, Some(OutputArg::Human)) {
+            // One summary line where a person watches (the bar is gone by
+            // now), like curl's.
+            if cli.verbose || opts.progress || matches!(output, Some(OutputArg::Human)) {
                 eprintln!(
-                    "Converted {} ({} source bytes): {} bytes, {} data, {} zero.",
+                    "Converted {} ({} source bytes): {} bytes, {} data, {} zero, in {:.1} s ({:.1} MiB/s).",
                     report.layers,
                     report.source_bytes,
                     report.virtual_size,
                     report.data_bytes,
-                    report.zero_bytes
+                    report.zero_bytes,
+                    secs,
+                    report.source_bytes as f64 / secs.max(1e-3) / f64::from(1 << 20)
                 );
             }
             Ok(())
@@ -474,7 +484,14 @@ fn cdi_args() -> Vec<std::ffi::OsString> {
 
 /// `diskimport import`: always a termination message and CDI's exit codes.
 fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
-    let level = if verbose { "info" } else { "warn" };
+    // A pod's log is all an operator has: start, what was found, progress
+    // and the outcome are logged at info whatever CDI's -v says; -v adds
+    // debug detail.
+    let level = if verbose {
+        "info,importer=debug,sources=debug,formats=debug,diskimport=debug"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let fmt = tracing_subscriber::fmt()

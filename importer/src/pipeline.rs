@@ -587,6 +587,13 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     for w in &prepared.warnings {
         tracing::warn!("{w}.");
     }
+    tracing::info!(
+        layers = %prepared.opened_layers,
+        virtual_size = ?prepared.virtual_size,
+        source_size = ?prepared.source_size,
+        read_path = prepared.read_path(),
+        "Source opened"
+    );
     let info = sink::inspect(&opts.target, opts.target_size)?;
     if let Some(size) = prepared.virtual_size {
         if size > info.capacity {

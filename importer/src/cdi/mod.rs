@@ -28,7 +28,7 @@ use sources::SourceError;
 
 use crate::error::describe;
 use crate::pipeline::{self, ConvertOptions};
-use crate::progress::ProgressState;
+use crate::progress::{ProgressLog, ProgressState};
 use crate::sink::{self, Preallocation, SinkOptions, TargetKind};
 use crate::ImportError;
 
@@ -36,6 +36,9 @@ use crate::ImportError;
 pub const MAX_TERMINATION: usize = 4096;
 /// How long to wait for `IMPORTER_READY_FILE`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often an import logs its progress.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// CDI's default filesystem overhead.
 pub const DEFAULT_OVERHEAD: f64 = 0.06;
 /// Usable space is rounded down to this.
@@ -84,6 +87,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// How long to wait for the ready file (CDI: 60 s).
     pub ready_timeout: Option<Duration>,
+    /// How often progress is logged (default [`LOG_INTERVAL`]).
+    pub log_interval: Option<Duration>,
     /// Retry, timeout and egress settings (flags of `convert`).
     pub http: HttpOptions,
 }
@@ -304,6 +309,14 @@ pub fn run(s: &Settings) -> Outcome {
         None => None,
     };
     let target = Target::find(&s.root);
+    tracing::info!(
+        source = %if s.source == "none" { "none".into() } else { sources::http::redact_text(&s.endpoint) },
+        target = %target.path.display(),
+        mode = if target.block { "Block" } else { "Filesystem" },
+        content_type = ?content,
+        "Import starting"
+    );
+    let _log = ProgressLog::start(progress.clone(), s.log_interval.unwrap_or(LOG_INTERVAL));
     let outcome = match (s.source.as_str(), content) {
         ("none", _) => blank(&target, image_size, overhead, preallocate),
         (_, ContentType::Archive) => archive::import(s, &target, image_size, overhead, &progress),
@@ -478,6 +491,7 @@ fn http(
         http,
         progress_state: Some(progress.clone()),
     };
+    let started = std::time::Instant::now();
     match pipeline::convert(&opts) {
         Ok(report) => {
             for w in &report.warnings {
@@ -487,12 +501,16 @@ fn http(
                 let _ =
                     std::fs::set_permissions(&target.path, std::fs::Permissions::from_mode(0o660));
             }
+            let secs = started.elapsed().as_secs_f64();
             tracing::info!(
                 layers = %report.layers,
                 virtual_size = report.virtual_size,
-                data = report.data_bytes,
                 read_path = report.read_path,
-                "Import complete."
+                source_bytes = report.source_bytes,
+                written_bytes = report.data_bytes,
+                seconds = (secs * 10.0).round() / 10.0,
+                mib_per_s = (report.source_bytes as f64 / secs.max(1e-3) / f64::from(1 << 20) * 10.0).round() / 10.0,
+                "Import complete"
             );
             Outcome::complete(report.preallocation_applied, "Import Complete")
         }

@@ -31,17 +31,19 @@ impl Pod {
     }
 
     pub(crate) fn run(&self, env: &[(&str, &str)]) -> Output {
+        self.run_args(env, &["-alsologtostderr", "-v=1"])
+    }
+
+    /// Runs `import` with `args` (CDI's flags, or ours) instead of
+    /// `-alsologtostderr -v=1`.
+    pub(crate) fn run_args(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut cmd = assert_cmd::Command::cargo_bin("diskimport").unwrap();
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DISKIMPORT_METRICS_ADDRESS", "off")
-            .args([
-                "import",
-                "-alsologtostderr",
-                "-v=1",
-                "--retry-delay",
-                "0.01",
-            ])
+            .arg("import")
+            .args(args)
+            .args(["--retry-delay", "0.01"])
             .arg("--root")
             .arg(self.root())
             .timeout(std::time::Duration::from_secs(120));

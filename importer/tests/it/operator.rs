@@ -101,3 +101,109 @@ fn target_errors_name_the_target_given() {
     assert!(stderr.contains("No such file or directory"), "{stderr}");
     assert!(!Path::new("/nonexistent-dir").exists());
 }
+
+/// The JSON log lines of an import (stderr is not a terminal).
+fn log_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn with_message<'a>(lines: &'a [serde_json::Value], m: &str) -> Vec<&'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == m)
+        .map(|l| &l["fields"])
+        .collect()
+}
+
+#[test]
+fn import_logs_start_source_progress_and_outcome_with_or_without_v() {
+    use crate::import::Pod;
+    use crate::net::{Body, FaultServer, Static};
+    let data = pattern(6 << 20);
+    let res = Static::new(data.clone());
+    // About 3 s: 256 KiB every 120 ms.
+    let s = FaultServer::start(move |req, _| res.reply(req).mode(Body::Paced(256 << 10, 120)));
+    let url = s
+        .url("d.img?token=SIGNED")
+        .replace("http://", "http://u:PASSWORD@");
+    let shown = s.url("d.img");
+    for args in [
+        &["-alsologtostderr", "-v=1", "--log-interval", "0.5"][..],
+        &["--log-interval", "0.5"][..],
+    ] {
+        let pod = Pod::new();
+        let o = pod.run_args(
+            &[("IMPORTER_SOURCE", "http"), ("IMPORTER_ENDPOINT", &url)],
+            args,
+        );
+        pod.json(&o);
+        let all = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !all.contains("PASSWORD") && !all.contains("SIGNED"),
+            "{all}"
+        );
+        let lines = log_lines(&o);
+        let start = with_message(&lines, "Import starting");
+        assert_eq!(start.len(), 1, "{all}");
+        assert_eq!(start[0]["source"], shown.as_str());
+        assert_eq!(start[0]["mode"], "Filesystem");
+        let opened = with_message(&lines, "Source opened");
+        assert_eq!(opened[0]["layers"], "raw", "{all}");
+        assert_eq!(opened[0]["read_path"], "stream");
+        let progress = with_message(&lines, "Progress");
+        assert!(!progress.is_empty(), "no progress lines: {all}");
+        assert!(progress
+            .iter()
+            .all(|p| p["total"] == 6 << 20 && p["percent"].as_f64().unwrap() < 100.0));
+        let done = with_message(&lines, "Import complete");
+        assert_eq!(done.len(), 1, "{all}");
+        assert_eq!(done[0]["source_bytes"], 6 << 20);
+        assert_eq!(done[0]["written_bytes"], 6 << 20);
+        assert!(done[0]["seconds"].as_f64().unwrap() >= 1.0, "{all}");
+        assert!(done[0]["mib_per_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn convert_on_a_terminal_ends_with_one_summary_line() {
+    if Command::new("script").arg("--version").output().is_err() {
+        return;
+    }
+    let t = tmp();
+    let src = put(t.path(), "s.raw.gz", &gz(&pattern(4 << 20)));
+    let out = path(t.path(), "o.raw");
+    let bin = assert_cmd::cargo::cargo_bin("diskimport");
+    // `script` gives the command a terminal, as a person has.
+    let o = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} convert {src} {out}", bin.display()),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{screen}");
+    let last = screen
+        .lines()
+        .map(|l| {
+            let l = l.trim_end_matches(['\r', '\n']);
+            // What stays on screen: after the last carriage return and the
+            // bar's clear-line sequence.
+            let l = l.rsplit('\r').next().unwrap_or(l);
+            l.trim_start_matches("\u{1b}[2K").trim()
+        })
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("Converted gzip -> raw (") && last.ends_with("MiB/s)."),
+        "{screen:?}"
+    );
+    assert!(
+        last.contains("4194304 bytes, 4194304 data, 0 zero, in "),
+        "{last}"
+    );
+}
