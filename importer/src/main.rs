@@ -271,6 +271,7 @@ impl ImportArgs {
                 .done_file
                 .or_else(|| setting(None, "IMPORTER_DONE_FILE").map(PathBuf::from)),
             metrics,
+            pull_method: setting(None, "IMPORTER_PULL_METHOD"),
             ready_timeout: Some(seconds("ready timeout", self.ready_timeout)?),
             log_interval: Some(seconds("log interval", self.log_interval)?),
             http,
@@ -375,6 +376,8 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                     PreallocArg::Full => Preallocation::Full,
                 },
                 target_size,
+                // --target-size is both the capacity and the size to grow to.
+                grow_to: target_size,
                 checksum,
                 zero_tail,
                 progress: !no_progress && (progress || std::io::stderr().is_terminal()),

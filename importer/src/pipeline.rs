@@ -51,8 +51,11 @@ pub struct ConvertOptions {
     pub source_format: SourceFormat,
     /// Space allocation policy.
     pub preallocation: Preallocation,
-    /// File targets: grow to this size; also the capacity.
+    /// What the image may take (else the free space of a file's
+    /// filesystem, or a device's size).
     pub target_size: Option<u64>,
+    /// File targets: grow to this size, never shrink.
+    pub grow_to: Option<u64>,
     /// Expected checksum of the source bytes.
     pub checksum: Option<Checksum>,
     /// Block targets: zero past the image too (D16).
@@ -606,7 +609,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     let target = formats::text::escape(&opts.target.display().to_string());
     let sink_opts = SinkOptions {
         preallocation: opts.preallocation,
-        target_size: opts.target_size,
+        target_size: opts.grow_to,
         zero_tail: opts.zero_tail,
     };
     let (sink, guard) = sink::open(&info, sink_opts)?;

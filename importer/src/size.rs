@@ -1,5 +1,5 @@
 //! Parsing sizes: plain bytes or Kubernetes quantities (`10Gi`, `500Mi`,
-//! `1G`, `1.5Gi`), as CDI's `IMPORTER_IMAGE_SIZE` and PVC sizes use.
+//! `1G`, `1.5Gi`, `1e9`), as CDI's `IMPORTER_IMAGE_SIZE` and PVC sizes use.
 
 /// Parses a size in bytes. Fractions are allowed with a suffix and rounded
 /// up to a whole byte; the result must fit in a `u64`.
@@ -24,6 +24,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "Ti" => 1 << 40,
         "Pi" => 1 << 50,
         "Ei" => 1 << 60,
+        // A decimal exponent, as Kubernetes writes `1e9`.
+        e if e.len() > 1
+            && (e.starts_with('e') || e.starts_with('E'))
+            && e[1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            let exp: u32 = e[1..].parse().map_err(|_| bad())?;
+            10u128
+                .checked_pow(exp)
+                .filter(|&m| m <= 1 << 64)
+                .ok_or_else(bad)?
+        }
         _ => return Err(bad()),
     };
     if num.is_empty() || num.matches('.').count() > 1 {
@@ -63,6 +74,10 @@ mod tests {
         assert_eq!(parse_size("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("1k").unwrap(), 1000);
+        // Decimal exponents and plain decimal suffixes, as CDI accepts.
+        assert_eq!(parse_size("1e9").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("1.5E3").unwrap(), 1500);
+        assert_eq!(parse_size("1500M").unwrap(), 1_500_000_000);
     }
 
     #[test]
@@ -74,7 +89,9 @@ mod tests {
             "1.2.3",
             "-5",
             "99999999999999999999999Ei",
-            "1e3",
+            "1e",
+            "1e-3",
+            "1e40",
         ] {
             assert!(parse_size(s).is_err(), "{s}");
         }

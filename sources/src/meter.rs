@@ -64,6 +64,8 @@ impl std::str::FromStr for Checksum {
         let (algo, hex_digest) = spec
             .split_once(':')
             .ok_or_else(|| invalid("expected ALGO:HEX"))?;
+        // As CDI: spaces around either part are ignored, case too.
+        let (algo, hex_digest) = (algo.trim(), hex_digest.trim());
         let algorithm = match algo.to_ascii_lowercase().as_str() {
             "md5" => Algorithm::Md5,
             "sha1" => Algorithm::Sha1,

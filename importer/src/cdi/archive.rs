@@ -385,7 +385,6 @@ pub(super) fn import(
     s: &Settings,
     target: &Target,
     image_size: Option<u64>,
-    overhead: f64,
     progress: &Arc<ProgressState>,
 ) -> Outcome {
     if target.block {
@@ -394,7 +393,7 @@ pub(super) fn import(
             ArchiveError::BlockVolume
         ));
     }
-    let capacity = match target.file_capacity(image_size, overhead) {
+    let capacity = match target.available(image_size) {
         Ok(c) => c,
         Err(e) => return Outcome::failed(super::failure_message(&e)),
     };

@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod metrics;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use crate::pipeline::{self, ConvertOptions};
 use crate::progress::{ProgressLog, ProgressState};
 use crate::sink::{self, Preallocation, SinkOptions, TargetKind};
 use crate::ImportError;
+use node::{node_endpoint, node_labels};
 
 /// Kubernetes truncates termination messages here; CDI refuses longer JSON.
 pub const MAX_TERMINATION: usize = 4096;
@@ -85,6 +87,9 @@ pub struct Settings {
     pub done_file: Option<PathBuf>,
     /// Where the progress metric is served (CDI: 0.0.0.0:8443).
     pub metrics: Option<SocketAddr>,
+    /// `IMPORTER_PULL_METHOD`: `node` when a container disk is served by
+    /// the image's own pod (node pull).
+    pub pull_method: Option<String>,
     /// How long to wait for the ready file (CDI: 60 s).
     pub ready_timeout: Option<Duration>,
     /// How often progress is logged (default [`LOG_INTERVAL`]).
@@ -128,13 +133,17 @@ impl Outcome {
     }
 
     fn complete(preallocation_applied: bool, message: &str) -> Self {
+        Self::complete_with_labels(preallocation_applied, &BTreeMap::new(), message)
+    }
+
+    fn complete_with_labels(
+        preallocation_applied: bool,
+        labels: &BTreeMap<String, String>,
+        message: &str,
+    ) -> Self {
         Outcome {
             exit_code: 0,
-            termination: Some(json_message(
-                preallocation_applied,
-                &BTreeMap::new(),
-                message,
-            )),
+            termination: Some(json_message(preallocation_applied, labels, message)),
             log: message.to_owned(),
         }
     }
@@ -262,13 +271,25 @@ pub fn run(s: &Settings) -> Outcome {
         "http" | "none" => {}
         other => return Outcome::failed(format!("Unknown data source: {other}")),
     }
+    // The endpoint is a URL of a scheme the source takes, never a path in
+    // the importer's own container (a PVC annotation could otherwise copy a
+    // mounted service-account token into a volume). CDI's words.
+    if s.source == "http" && !sources::http::is_url(&s.endpoint) {
+        let scheme = sources::http::scheme_of(&s.endpoint).unwrap_or_default();
+        return Outcome::failed(format!(
+            "Unable to connect to http data source: HTTP request errored: Get {:?}: unsupported protocol scheme {:?}",
+            sources::http::redact_text(&s.endpoint),
+            formats::text::escape(scheme)
+        ));
+    }
     if s.source == "none" && content == ContentType::Archive {
         return Outcome::failed("Cannot create empty disk with content type archive".into());
     }
     let overhead = match s.filesystem_overhead.as_deref().filter(|v| !v.is_empty()) {
         None => DEFAULT_OVERHEAD,
         Some(v) => match v.parse::<f64>() {
-            Ok(f) if (0.0..1.0).contains(&f) => f,
+            // CDIConfig accepts 0 to 1 inclusive.
+            Ok(f) if (0.0..=1.0).contains(&f) => f,
             _ => {
                 return Outcome::failed(format!(
                     "Unable to process data: invalid FILESYSTEM_OVERHEAD {:?}",
@@ -294,6 +315,10 @@ pub fn run(s: &Settings) -> Outcome {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    let s = &match node_endpoint(s) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
     let progress = Arc::new(ProgressState::default());
     let _metrics = match s.metrics {
         Some(addr) => {
@@ -319,7 +344,7 @@ pub fn run(s: &Settings) -> Outcome {
     let _log = ProgressLog::start(progress.clone(), s.log_interval.unwrap_or(LOG_INTERVAL));
     let outcome = match (s.source.as_str(), content) {
         ("none", _) => blank(&target, image_size, overhead, preallocate),
-        (_, ContentType::Archive) => archive::import(s, &target, image_size, overhead, &progress),
+        (_, ContentType::Archive) => archive::import(s, &target, image_size, &progress),
         _ => http(s, &target, image_size, overhead, preallocate, &progress),
     };
     if outcome.exit_code == 0 {
@@ -368,12 +393,15 @@ impl Target {
         }
     }
 
-    /// Filesystem mode: what the image may take and what the file grows
-    /// to, min(IMPORTER_IMAGE_SIZE, usable).
-    fn file_capacity(&self, image_size: Option<u64>, overhead: f64) -> Result<u64, ImportError> {
-        let info = sink::inspect(&self.path, None)?;
-        let usable = usable_space(info.capacity, overhead);
-        Ok(image_size.map_or(usable, |i| i.min(usable)))
+    /// CDI's available space (docs/cdi.md, "Space"): what the image may
+    /// take. Block: the device size; Filesystem: min(free space,
+    /// IMPORTER_IMAGE_SIZE). The filesystem overhead plays no part here.
+    pub fn available(&self, image_size: Option<u64>) -> Result<u64, ImportError> {
+        let free = sink::inspect(&self.path, None)?.capacity;
+        Ok(match image_size {
+            Some(s) if !self.block => s.min(free),
+            _ => free,
+        })
     }
 }
 
@@ -410,11 +438,11 @@ fn checksum_setting(s: &Settings) -> Result<Option<sources::meter::Checksum>, Ou
     }
 }
 
-/// The HTTP client settings from CDI's variables.
 /// The whole download's bound in `import` when none is given: CDI has
 /// none, but a pod must not trickle forever (docs/http.md, "Retries").
 pub const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// The HTTP client settings from CDI's variables.
 fn http_options(s: &Settings) -> Result<HttpOptions, Outcome> {
     let mut http = s.http.clone();
     http.deadline.get_or_insert(IMPORT_DEADLINE);
@@ -435,6 +463,11 @@ fn http_options(s: &Settings) -> Result<HttpOptions, Outcome> {
         }
     }
     for h in &s.extra_headers {
+        if !h.contains(':') {
+            // CDI drops such a header; it is logged here, never its text.
+            tracing::warn!("Ignoring an extra header without ':'.");
+            continue;
+        }
         match sources::http::parse_header(h) {
             Ok(h) => http.headers.push(h),
             Err(e) => return Err(Outcome::failed(format!("Unable to process data: {e}"))),
@@ -466,13 +499,20 @@ fn http(
         Ok(c) => c,
         Err(o) => return o,
     };
-    let target_size = if target.block {
-        None
+    let available = match target.available(image_size) {
+        Ok(a) => a,
+        Err(e) => return Outcome::failed(failure_message(&e)),
+    };
+    // A Filesystem image is validated against the available space and,
+    // when a size was requested, grown to the usable part of it (the
+    // overhead taken off); a Block device is neither (docs/cdi.md).
+    let (target_size, grow_to) = if target.block {
+        (None, None)
     } else {
-        match target.file_capacity(image_size, overhead) {
-            Ok(c) => Some(c),
-            Err(e) => return Outcome::failed(failure_message(&e)),
-        }
+        (
+            Some(available),
+            image_size.map(|_| usable_space(available, overhead)),
+        )
     };
     let opts = ConvertOptions {
         source: s.endpoint.clone(),
@@ -484,6 +524,7 @@ fn http(
             Preallocation::Off
         },
         target_size,
+        grow_to,
         checksum,
         zero_tail: false,
         progress: false,
@@ -512,7 +553,12 @@ fn http(
                 mib_per_s = (report.source_bytes as f64 / secs.max(1e-3) / f64::from(1 << 20) * 10.0).round() / 10.0,
                 "Import complete"
             );
-            Outcome::complete(report.preallocation_applied, "Import Complete")
+            let labels = if s.pull_method.as_deref() == Some("node") {
+                node_labels(&s.endpoint)
+            } else {
+                BTreeMap::new()
+            };
+            Outcome::complete_with_labels(report.preallocation_applied, &labels, "Import Complete")
         }
         // The pipeline has removed the target.
         Err(ImportError::Source(e @ SourceError::ChecksumMismatch { .. })) => {
@@ -546,7 +592,8 @@ fn blank(target: &Target, image_size: Option<u64>, overhead: f64, preallocate: b
             guard.disarm();
             return Ok(applied);
         }
-        let size = target.file_capacity(image_size, overhead)?;
+        // CDI: usable(min(free space, IMPORTER_IMAGE_SIZE)).
+        let size = usable_space(target.available(image_size)?, overhead);
         let info = sink::inspect(&target.path, Some(size))?;
         debug_assert_eq!(info.kind, TargetKind::File);
         let (mut sink, guard) = sink::open(
@@ -585,19 +632,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usable_space_follows_the_formula() {
+    fn usable_space_matches_cdi_numbers_worked_out_by_hand() {
         let gib = 1u64 << 30;
-        for (avail, overhead) in [
-            (gib, 0.06),
-            (10 * gib, 0.06),
-            (gib + 12345, 0.1),
-            (gib, 0.0),
+        let mib = 1u64 << 20;
+        // (free or request, overhead, RoundDown(ceil(x / (1 + o)), 1 MiB)).
+        for (avail, overhead, want) in [
+            // 1073741824 / 1.06 = 1012964003.8 -> 966 MiB.
+            (gib, 0.06, 1_012_924_416),
+            (gib, 0.0, gib),
+            // 1073741824 / 1.55 = 692736660.6 -> 660 MiB.
+            (gib, 0.55, 692_060_160),
+            (gib, 1.0, 512 * mib),
+            // A 10Gi DataVolume's PVC, 11381663335 bytes: exactly 10 GiB.
+            (11_381_663_335, 0.06, 10 * gib),
+            // The same PVC's free space after mkfs.ext4 -m0: 9965 MiB.
+            (11_077_079_040, 0.06, 10_449_059_840),
+            (64 * mib, 0.06, 60 * mib),
+            (0, 0.06, 0),
         ] {
-            let expected = ((avail as f64 / (1.0 + overhead)).ceil() as u64) / ALIGN * ALIGN;
-            assert_eq!(usable_space(avail, overhead), expected);
-            assert_eq!(usable_space(avail, overhead) % ALIGN, 0);
+            assert_eq!(usable_space(avail, overhead), want, "{avail} {overhead}");
         }
-        assert_eq!(usable_space(0, 0.06), 0);
     }
 
     #[test]

@@ -295,10 +295,21 @@ impl Ext4 {
     /// Makes and mounts a filesystem of the ext family (`ext2`: no
     /// extents, so no `fallocate`) of `mib` MiB.
     pub fn of_type(fs: &str, mib: u64) -> Ext4 {
+        Ext4::make(fs, mib << 20, &[])
+    }
+
+    /// An ext4 of exactly `bytes` made as kubelet makes volumes
+    /// (`mkfs.ext4 -m0`: no reserved blocks).
+    pub fn kubelet(bytes: u64) -> Ext4 {
+        Ext4::make("ext4", bytes, &["-m0"])
+    }
+
+    fn make(fs: &str, bytes: u64, opts: &[&str]) -> Ext4 {
         let backing = tempfile::NamedTempFile::new().unwrap();
-        backing.as_file().set_len(mib << 20).unwrap();
+        backing.as_file().set_len(bytes).unwrap();
         let st = std::process::Command::new(format!("mkfs.{fs}"))
             .args(["-q", "-F"])
+            .args(opts)
             .arg(backing.path())
             .status()
             .unwrap();

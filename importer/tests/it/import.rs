@@ -122,7 +122,13 @@ fn http_qcow2_imports_to_a_filesystem_volume_and_grows_to_the_requested_size() {
         ["scratchSpaceRequired", "preallocationApplied", "message"]
     );
     let got = std::fs::read(pod.disk()).unwrap();
-    assert_eq!(got.len(), 64 << 20, "grown to IMPORTER_IMAGE_SIZE");
+    // Grown to usable(min(free, 64 MiB)) on a roomy disk:
+    // RoundDown(ceil(67108864 / 1.06), 1 MiB) = 60 MiB.
+    assert_eq!(
+        got.len(),
+        62_914_560,
+        "grown to the usable part of the request"
+    );
     assert!(got[..n.images.raw.len()] == n.images.raw[..]);
     assert!(got[n.images.raw.len()..].iter().all(|&b| b == 0));
     let meta = std::fs::metadata(pod.disk()).unwrap();
@@ -211,57 +217,51 @@ fn image_larger_than_the_volume_is_refused_with_cdi_words() {
     }
 }
 
-/// Bytes available to unprivileged users on the filesystem of `p`.
-fn available(p: &Path) -> u64 {
-    let st = rustix::fs::statvfs(p).unwrap();
-    st.f_bavail * st.f_frsize
-}
-
-fn usable(avail: u64, overhead: f64) -> u64 {
-    ((avail as f64 / (1.0 + overhead)).ceil() as u64) / (1 << 20) * (1 << 20)
-}
-
 #[test]
 fn blank_filesystem_image_size_follows_the_overhead_formula_and_the_resize_rule() {
     if !privileged() {
         return;
     }
-    for (size, overhead) in [
-        ("20m", "0.06"),
-        ("64m", "0.06"),
-        ("100m", "0.1"),
-        ("64m", "0"),
+    // tmpfs reports exactly its size as free. Each size worked out by hand:
+    // RoundDown(ceil(min(free, request) / (1 + overhead)), 1 MiB).
+    let mib = 1u64 << 20;
+    for (size, overhead, no_request, five_mib) in [
+        // 20971520 / 1.06 = 19784452.8 -> 18 MiB; 5242880 / 1.06 -> 4 MiB.
+        ("20m", "0.06", 18 * mib, 4 * mib),
+        // 67108864 / 1.06 = 63310249.1 -> 60 MiB.
+        ("64m", "0.06", 60 * mib, 4 * mib),
+        // 104857600 / 1.1 = 95325090.9 -> 90 MiB; 5242880 / 1.1 -> 4 MiB.
+        ("100m", "0.1", 90 * mib, 4 * mib),
+        ("64m", "0", 64 * mib, 5 * mib),
     ] {
         let pod = Pod::new();
         let fs = Tmpfs::new(size);
         std::fs::remove_dir(pod.root().join("data")).unwrap();
         std::os::unix::fs::symlink(fs.dir.path(), pod.root().join("data")).unwrap();
-        let avail = available(fs.dir.path());
         let out = pod.run(&[
             ("IMPORTER_SOURCE", "none"),
             ("FILESYSTEM_OVERHEAD", overhead),
         ]);
         assert_eq!(pod.json(&out)["message"], "Import Complete");
-        let expected = usable(avail, overhead.parse().unwrap());
         let meta = std::fs::metadata(pod.disk()).unwrap();
-        assert_eq!(meta.len(), expected, "{size} {overhead}: avail {avail}");
+        assert_eq!(meta.len(), no_request, "{size} {overhead}");
         assert_eq!(meta.blocks(), 0, "blank image not sparse");
-        // IMPORTER_IMAGE_SIZE below the usable space wins; above it, the
-        // usable space does.
+        // The overhead comes off the smaller of the free space and the
+        // request.
         let out = pod.run(&[
             ("IMPORTER_SOURCE", "none"),
             ("FILESYSTEM_OVERHEAD", overhead),
             ("IMPORTER_IMAGE_SIZE", "5Mi"),
         ]);
         pod.outcome(&out, 0);
-        assert_eq!(std::fs::metadata(pod.disk()).unwrap().len(), 5 << 20);
+        assert_eq!(std::fs::metadata(pod.disk()).unwrap().len(), five_mib);
         let out = pod.run(&[
             ("IMPORTER_SOURCE", "none"),
             ("FILESYSTEM_OVERHEAD", overhead),
             ("IMPORTER_IMAGE_SIZE", "10Gi"),
         ]);
         pod.outcome(&out, 0);
-        assert_eq!(std::fs::metadata(pod.disk()).unwrap().len(), expected);
+        assert_eq!(std::fs::metadata(pod.disk()).unwrap().len(), no_request);
     }
 }
 
@@ -284,8 +284,9 @@ fn preallocation_is_applied_and_reported() {
     let v = pod.json(&out);
     assert_eq!(v["preallocationApplied"], true);
     let meta = std::fs::metadata(pod.disk()).unwrap();
-    assert_eq!(meta.len(), 32 << 20);
-    assert!(meta.blocks() * 512 >= 32 << 20, "not preallocated");
+    // RoundDown(ceil(33554432 / 1.06), 1 MiB) = 30 MiB.
+    assert_eq!(meta.len(), 30 << 20);
+    assert!(meta.blocks() * 512 >= 30 << 20, "not preallocated");
     let got = std::fs::read(pod.disk()).unwrap();
     assert!(got[..n.images.raw.len()] == n.images.raw[..]);
     let out = pod.run(&[
@@ -378,7 +379,7 @@ fn ready_file_is_waited_for_and_done_file_written() {
 }
 
 /// Creates `root/dev/cdi-block-volume` as a device node for `dev`.
-fn block_volume(pod: &Pod, dev: &str) {
+pub(crate) fn block_volume(pod: &Pod, dev: &str) {
     let rdev = std::fs::metadata(dev).unwrap().rdev();
     let node = pod.root().join("dev/cdi-block-volume");
     let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();

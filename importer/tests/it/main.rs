@@ -5,6 +5,7 @@
 
 mod archive_review;
 mod block;
+mod cdi_contract;
 mod cli;
 mod common;
 mod compression;

@@ -181,18 +181,26 @@ pub fn read_header_dir(dir: &std::path::Path) -> Result<Vec<(HeaderName, HeaderV
             files.extend(tls::visible_files(&sub.path())?);
         }
     }
-    files
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                HttpError::Config(format!(
-                    "Reading header file {:?}: {e}",
-                    formats::text::escape(&f.display().to_string())
-                ))
-            })?;
-            parse_header(text.trim())
-        })
-        .collect()
+    let mut headers = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            HttpError::Config(format!(
+                "Reading header file {:?}: {e}",
+                formats::text::escape(&f.display().to_string())
+            ))
+        })?;
+        if !text.contains(':') {
+            // CDI drops a header without ':'; the file is named, never
+            // its content.
+            tracing::warn!(
+                file = %formats::text::escape(&f.display().to_string()),
+                "Ignoring a header file without ':'."
+            );
+            continue;
+        }
+        headers.push(parse_header(text.trim())?);
+    }
+    Ok(headers)
 }
 
 /// Parses `source`, connects and sends the first GET: the client (for
@@ -206,6 +214,23 @@ pub fn open_url(
     let client = HttpClient::new(&url, opts)?;
     let (res, body) = client.open(&url)?;
     Ok((client, res, body))
+}
+
+/// GETs a small document at `url` (a JSON answer, not an image): at most
+/// `limit` bytes, else a protocol error.
+pub fn fetch_small(url: &str, opts: HttpOptions, limit: u64) -> Result<Vec<u8>, HttpError> {
+    use std::io::Read;
+    let (_client, _res, body) = open_url(url, opts)?;
+    let mut out = Vec::new();
+    body.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| HttpError::Interrupted(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(HttpError::Protocol(format!(
+            "answer longer than {limit} bytes"
+        )));
+    }
+    Ok(out)
 }
 
 /// Parses a source URL; the error shows it as [`redact_text`] does.
