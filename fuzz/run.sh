@@ -34,12 +34,12 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s"
   # -rss_limit_mb bounds memory (G3); -timeout flags an input that takes
   # more than 10 s (a hang); -max_len keeps inputs small enough to mutate.
-  "./target/$host/release/$t" "corpus/$t" "${seeds[@]}" \
+  if ! "./target/$host/release/$t" "corpus/$t" "${seeds[@]}" \
     -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=262144 \
-    -artifact_prefix="artifacts/$t/" -print_final_stats=1 2>&1 | tail -n 14
-  rc=${PIPESTATUS[0]}
-  if [ "$rc" != 0 ]; then
-    echo "fuzz: $t found a failure (exit $rc); see fuzz/artifacts/$t/" >&2
+    -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"artifacts/$t.log" 2>&1; then
+    tail -n 40 "artifacts/$t.log"
+    echo "fuzz: $t found a failure; the input is in fuzz/artifacts/$t/" >&2
     exit 1
   fi
+  grep -E '^(Done|stat::(average_exec_per_sec|new_units_added|peak_rss_mb))' "artifacts/$t.log"
 done
