@@ -40,6 +40,9 @@ pub enum ErrorKind {
     Unsupported,
     /// The command line or configuration is invalid.
     Usage,
+    /// A bug: something that cannot happen did (a panicked thread, a
+    /// broken invariant).
+    Internal,
 }
 
 impl ErrorKind {
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::Unsafe => "unsafe",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Usage => "usage",
+            ErrorKind::Internal => "internal",
         }
     }
 

@@ -82,7 +82,7 @@ impl Classify for ImportError {
         match self {
             ImportError::Format(e) => e.kind(),
             ImportError::Http(e) => e.kind(),
-            ImportError::Internal(_) => ErrorKind::Target,
+            ImportError::Internal(_) => ErrorKind::Internal,
             ImportError::Layers(e) => e.kind(),
             ImportError::NoSpace { .. } => ErrorKind::Target,
             ImportError::OutputTooLarge { .. } | ImportError::TooLarge { .. } => ErrorKind::Size,
@@ -123,10 +123,12 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::Format | ErrorKind::Unsafe | ErrorKind::Unsupported => 3,
         ErrorKind::Size => 4,
         ErrorKind::Integrity | ErrorKind::Truncated => 5,
-        ErrorKind::Source | ErrorKind::Auth => 6,
+        ErrorKind::Source => 6,
         ErrorKind::Target => 7,
         ErrorKind::Limit => 8,
-        _ => 1,
+        ErrorKind::Auth => 9,
+        // Internal, and kinds added later until they get their own code.
+        _ => 10,
     }
 }
 

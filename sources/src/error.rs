@@ -46,6 +46,18 @@ pub enum SourceError {
     /// Reading or decoding the source failed.
     #[error("Reading the source")]
     Reading(#[source] io::Error),
+    /// A URL scheme no source takes.
+    #[error("Unsupported source scheme {scheme:?}: http, https, a path or - are accepted")]
+    UnsupportedScheme {
+        /// The scheme, escaped.
+        scheme: String,
+    },
+    /// The source was already read one way (a bug in the caller).
+    #[error("The source was already read")]
+    AlreadyRead,
+    /// Fetching an HTTP source failed.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// The source is not something we can read (a directory, a socket).
     #[error("Source {path:?} is not a regular file, block device or pipe")]
     UnsupportedSourceType {
@@ -64,6 +76,9 @@ impl Classify for SourceError {
                 ErrorKind::Source
             }
             SourceError::Reading(e) => classify_io(e),
+            SourceError::UnsupportedScheme { .. } => ErrorKind::Usage,
+            SourceError::AlreadyRead => ErrorKind::Internal,
+            SourceError::Http(e) => e.kind(),
         }
     }
 }

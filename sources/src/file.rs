@@ -82,6 +82,7 @@ impl LocalSource {
 /// still the pipeline's job), holes as [`Extent::Zero`].
 #[derive(Debug)]
 pub struct SparseFileChunks {
+    meter: Option<std::sync::Arc<crate::meter::Meter>>,
     file: PrefetchFile,
     size: u64,
     pos: u64,
@@ -93,12 +94,19 @@ impl SparseFileChunks {
     /// Reads `file` of `size` bytes.
     pub fn new(file: File, size: u64) -> io::Result<Self> {
         Ok(SparseFileChunks {
+            meter: None,
             file: PrefetchFile::new(file)?,
             size,
             pos: 0,
             data_end: 0,
             readahead: formats::read_at::Readahead::default(),
         })
+    }
+
+    /// Counts the data read on `meter` (holes are not read, so not counted).
+    pub fn metered(mut self, meter: std::sync::Arc<crate::meter::Meter>) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     /// The next extent, or `None` at the end of the file.
@@ -144,6 +152,9 @@ impl SparseFileChunks {
             offset: self.pos,
             data: buf.freeze(),
         };
+        if let Some(m) = &self.meter {
+            m.advance(len as u64);
+        }
         self.pos = end;
         Ok(Some(e))
     }

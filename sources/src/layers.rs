@@ -96,6 +96,30 @@ fn probe<R: Read>(r: &mut PeekReader<R>) -> Result<Probe, SourceError> {
     Ok(detect(r.peek(PROBE_LEN).map_err(SourceError::Reading)?))
 }
 
+/// Refuses an image format (found under any compression) that is not
+/// imported: a recognised unsupported format (G2), a qcow version other
+/// than 2 or 3, anything but qcow2 when qcow2 was insisted on. Readers
+/// that skip [`open_layers`] (random access) call this on what they found.
+pub fn check_format(format: Probe, wanted: SourceFormat) -> Result<(), FormatError> {
+    if format.is_unsupported() {
+        return Err(FormatError::UnsupportedFormat {
+            format: format.name(),
+        });
+    }
+    if let Probe::Qcow { version } = format {
+        if version != 2 && version != 3 {
+            return Err(FormatError::UnsupportedVersion { version });
+        }
+    }
+    if wanted == SourceFormat::Qcow2 && !matches!(format, Probe::Qcow { .. }) {
+        return Err(FormatError::NotExpectedFormat {
+            expected: "qcow2",
+            found: format.name(),
+        });
+    }
+    Ok(())
+}
+
 /// Detects and removes the layers of `input`.
 pub fn open_layers(input: Box<dyn Read + Send>, opts: &LayerOptions) -> Result<Opened, LayerError> {
     let mut outer = PeekReader::new(input);
@@ -136,24 +160,7 @@ pub fn open_layers(input: Box<dyn Read + Send>, opts: &LayerOptions) -> Result<O
         }
         .into());
     }
-    if format.is_unsupported() {
-        return Err(FormatError::UnsupportedFormat {
-            format: format.name(),
-        }
-        .into());
-    }
-    if let Probe::Qcow { version } = format {
-        if version != 2 && version != 3 {
-            return Err(FormatError::UnsupportedVersion { version }.into());
-        }
-    }
-    if opts.format == SourceFormat::Qcow2 && !matches!(format, Probe::Qcow { .. }) {
-        return Err(FormatError::NotExpectedFormat {
-            expected: "qcow2",
-            found: format.name(),
-        }
-        .into());
-    }
+    check_format(format, opts.format)?;
     Ok(Opened {
         compression,
         format,

@@ -4,6 +4,8 @@
 //! their compression is removed, before a format reader turns them into
 //! extents.
 //!
+//! - [`source`] is the one way in: a [`source::SourceSpec`] opened into a
+//!   [`source::Source`], looked at, then read one way, metered once.
 //! - [`file`] opens a local file or standard input, and reads sparse local
 //!   files hole-aware.
 //! - [`http`] fetches http(s) sources: redirects by our rules, retries,
@@ -48,6 +50,7 @@ pub mod http;
 pub mod layers;
 pub mod meter;
 pub mod peek;
+pub mod source;
 pub mod targuard;
 
 pub use error::SourceError;

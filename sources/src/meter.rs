@@ -2,6 +2,7 @@
 //! decompression: the progress figure and `--checksum` both refer to the
 //! bytes as served.
 
+use formats::read_at::ReadAt;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,12 +160,6 @@ impl Meter {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Forgets the bytes counted so far (the prefix peeked for detection,
-    /// when the source is then re-read another way). Hashing is unaffected.
-    pub fn reset_count(&self) {
-        self.bytes.store(0, Ordering::Relaxed);
-    }
-
     fn record(&self, b: &[u8]) {
         self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
         if let Ok(mut g) = self.hasher.lock() {
@@ -213,6 +208,62 @@ impl<R: Read> Read for MeteredReader<R> {
         let n = self.inner.read(buf)?;
         self.meter.record(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Random access that feeds a [`Meter`] with the bytes it reads (counts
+/// only: random access is never used when a checksum is asked, which
+/// needs every byte once, in order). The count stops at the source size.
+#[derive(Debug)]
+pub struct MeteredReadAt<R> {
+    inner: R,
+    meter: Arc<Meter>,
+}
+
+impl<R> MeteredReadAt<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, meter: Arc<Meter>) -> Self {
+        MeteredReadAt { inner, meter }
+    }
+}
+
+impl<R: ReadAt> MeteredReadAt<R> {
+    fn count(&self, n: u64) {
+        let size = self.inner.size();
+        let _ = self
+            .meter
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(n).min(size))
+            });
+    }
+}
+
+impl<R: ReadAt> ReadAt for MeteredReadAt<R> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)?;
+        self.count(buf.len() as u64);
+        Ok(())
+    }
+
+    fn prefetch(&self, offset: u64, len: u64) -> u64 {
+        self.inner.prefetch(offset, len)
+    }
+
+    fn span_at(&self, offset: u64) -> u64 {
+        self.inner.span_at(offset)
+    }
+
+    fn read_bytes_at(&self, offset: u64, len: usize) -> Option<io::Result<bytes::Bytes>> {
+        let r = self.inner.read_bytes_at(offset, len)?;
+        if r.is_ok() {
+            self.count(len as u64);
+        }
+        Some(r)
     }
 }
 

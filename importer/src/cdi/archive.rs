@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use sources::layers::{open_layers, LayerOptions};
-use sources::meter::{Checksum, Meter, MeteredReader};
+use sources::meter::Checksum;
 use sources::targuard::{TarGuard, TarGuardError};
 use sources::SourceError;
 
@@ -57,9 +57,12 @@ pub enum ArchiveError {
     /// Reading or writing failed.
     #[error("{0}")]
     Io(io::Error),
-    /// Any other failure.
-    #[error("{0}")]
-    Other(String),
+    /// Opening or reading the source failed.
+    #[error(transparent)]
+    Source(SourceError),
+    /// Peeling the compression layers failed.
+    #[error(transparent)]
+    Layers(sources::layers::LayerError),
 }
 
 impl From<io::Error> for ArchiveError {
@@ -358,13 +361,16 @@ fn fetch_and_extract(
     progress: &Arc<ProgressState>,
 ) -> Result<(), (ArchiveError, bool)> {
     let fail = |e: ArchiveError| (e, false);
-    let (_client, res, body) = sources::http::open_url(&s.endpoint, http)
-        .map_err(|e| fail(ArchiveError::Other(e.to_string())))?;
-    let meter = Meter::new(checksum);
-    progress.attach(meter.clone(), res.length);
-    let reader = MeteredReader::new(body, meter.clone());
+    let spec = sources::source::SourceSpec::Http(s.endpoint.clone());
+    let mut source = sources::source::Source::open(spec, &http, checksum)
+        .map_err(|e| fail(ArchiveError::Source(e)))?;
+    let meter = source.meter().clone();
+    progress.attach(meter.clone(), source.length());
+    let reader = source
+        .take_stream()
+        .map_err(|e| fail(ArchiveError::Source(e)))?;
     let mut opened = open_layers(Box::new(reader), &LayerOptions::default())
-        .map_err(|e| fail(ArchiveError::Other(crate::error::describe(&e, false))))?;
+        .map_err(|e| fail(ArchiveError::Layers(e)))?;
     if opened.format != formats::Probe::Tar {
         return Err(fail(ArchiveError::NotTar(opened.format.name())));
     }
@@ -373,10 +379,8 @@ fn fetch_and_extract(
     io::copy(&mut opened.reader, &mut io::sink()).map_err(|e| fail(e.into()))?;
     match meter.verify() {
         Ok(()) => Ok(()),
-        Err(e @ SourceError::ChecksumMismatch { .. }) => {
-            Err((ArchiveError::Other(crate::error::describe(&e, false)), true))
-        }
-        Err(e) => Err(fail(ArchiveError::Other(e.to_string()))),
+        Err(e @ SourceError::ChecksumMismatch { .. }) => Err((ArchiveError::Source(e), true)),
+        Err(e) => Err(fail(ArchiveError::Source(e))),
     }
 }
 
