@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# HTTP end-to-end comparisons on the shared bench image, in one run.
-# Usage: benches/e2e-http.sh DIR [BIN]   (DIR made by ../shared/bench/make-osimg.sh)
-# Serves DIR with nginx on 127.0.0.1:18080 (../shared/bench/nginx.conf) and
+# HTTP end-to-end comparisons on the bench image (benches/make-osimg.sh), in one run.
+# Usage: benches/e2e-http.sh DIR [BIN]   (DIR made by benches/make-osimg.sh)
+# Serves DIR with nginx on 127.0.0.1:18080 (benches/nginx.conf) and
 # with faultserve on 127.0.0.1:18090/18091 (a reset every 500 MB / none).
-# Warm page cache, as ../shared/bench/baselines.sh: one warm-up run, then
+# Warm page cache, as benches/baselines.sh: one warm-up run, then
 # RUNS runs; before each, the previous output is removed and synced.
 # Prints a markdown table: ours, median, anchor, median, ratio, our peak RSS.
 set -euo pipefail
@@ -11,7 +11,7 @@ D=$(cd "${1:?bench dir}" && pwd)
 BIN=$(realpath "${2:-target/release/diskimport}")
 FAULT=$(realpath "$(dirname "$BIN")/faultserve")
 ROWS=$(realpath "$(dirname "$0")/rows.sh")
-SHARED=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
+SHARED=$(cd "$(dirname "$0")" && pwd)
 RUNS=${RUNS:-3}
 command -v hyperfine >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
   apt-get update -qq && apt-get install -y -qq hyperfine nginx-light curl time >/dev/null; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end comparisons on the shared bench image, in one run, same machine.
-# Usage: benches/e2e.sh DIR [BIN]   (DIR made by ../shared/bench/make-osimg.sh)
+# End-to-end comparisons on the bench image (benches/make-osimg.sh), in one run, same machine.
+# Usage: benches/e2e.sh DIR [BIN]   (DIR made by benches/make-osimg.sh)
 # Prints a markdown table: command, our median, anchor median, ratio, our peak RSS.
 set -euo pipefail
 D=$(cd "${1:?bench dir}" && pwd)

@@ -1,5 +1,5 @@
 //! `diskimport import`: the CDI importer pod contract
-//! (../shared/spec/cdi-contract.md sections 1-2).
+//! (docs/cdi.md, README "diskimport import").
 //!
 //! The controller configures the importer only through environment
 //! variables and mounted paths, and reads back only the exit code, the
