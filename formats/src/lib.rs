@@ -37,6 +37,7 @@
 
 pub mod error;
 pub mod extent;
+pub mod kind;
 pub mod pool;
 pub mod probe;
 pub mod qcow2;

@@ -94,6 +94,16 @@ impl Classify for ImportError {
 }
 
 impl ImportError {
+    /// The HTTP error inside, if fetching is what failed.
+    pub fn http(&self) -> Option<&sources::http::HttpError> {
+        match self {
+            ImportError::Http(h) => Some(h),
+            ImportError::Source(s) => s.http(),
+            ImportError::Layers(sources::layers::LayerError::Source(s)) => s.http(),
+            _ => None,
+        }
+    }
+
     /// Classifies a write error on `path`: no space and quota errors are
     /// capacity errors (CDI's `IsNoCapacityError`).
     pub fn writing(path: &str, source: io::Error) -> Self {

@@ -66,6 +66,16 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The HTTP error inside, if fetching is what failed.
+    pub fn http(&self) -> Option<&crate::http::HttpError> {
+        match self {
+            SourceError::Http(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
 impl Classify for SourceError {
     fn kind(&self) -> ErrorKind {
         match self {

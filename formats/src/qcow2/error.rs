@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::error::{classify_io, Classify, ErrorKind};
+use crate::kind::{classify_io, Classify, ErrorKind};
 
 /// Errors from parsing and reading a qcow2 image.
 #[derive(Debug, thiserror::Error)]

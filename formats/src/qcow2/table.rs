@@ -185,7 +185,7 @@ pub fn decode_l2(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Classify, ErrorKind};
+    use crate::kind::{Classify, ErrorKind};
     use proptest::prelude::*;
 
     #[test]

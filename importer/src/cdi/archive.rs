@@ -74,6 +74,17 @@ impl From<io::Error> for ArchiveError {
     }
 }
 
+impl ArchiveError {
+    /// The HTTP error inside, if that is what failed.
+    pub fn http(&self) -> Option<&sources::http::HttpError> {
+        match self {
+            ArchiveError::Source(s) => s.http(),
+            ArchiveError::Layers(sources::layers::LayerError::Source(s)) => s.http(),
+            _ => None,
+        }
+    }
+}
+
 fn unsafe_entry(path: &Path, reason: &'static str) -> ArchiveError {
     ArchiveError::Unsafe {
         path: formats::text::escape(&path.display().to_string()),
@@ -424,7 +435,7 @@ pub(super) fn import(
             if mismatch {
                 Outcome::checksum_mismatch(message)
             } else {
-                Outcome::failed(super::processing_failed(message))
+                Outcome::failed(super::processing_failed(&e, e.http()))
             }
         }
     }

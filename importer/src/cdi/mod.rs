@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use formats::error::Classify;
-use sources::http::HttpOptions;
+use sources::http::{HttpError, HttpOptions};
 use sources::layers::SourceFormat;
 use sources::SourceError;
 
@@ -413,14 +413,16 @@ fn failure_message(e: &ImportError) -> String {
         } => format!(
             "Unable to process data: virtual image size {virtual_size} is larger than the reported available storage {available}. A larger PVC is required"
         ),
-        _ => processing_failed(describe(e, false)),
+        _ => processing_failed(e, e.http()),
     }
 }
 
-/// CDI's failure text: HTTP connection errors keep their own words,
-/// everything else is "Unable to process data: ...".
-fn processing_failed(text: String) -> String {
-    if text.starts_with("Unable to connect to http data source") {
+/// CDI's failure text: errors reaching the HTTP server keep their own
+/// words ("Unable to connect to http data source: ..."), everything else
+/// is "Unable to process data: ...". Decided on the error's type.
+fn processing_failed(e: &(dyn std::error::Error + 'static), http: Option<&HttpError>) -> String {
+    let text = describe(e, false);
+    if http.is_some_and(HttpError::is_connect_failure) {
         text
     } else {
         format!("Unable to process data: {text}")

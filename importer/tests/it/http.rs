@@ -123,7 +123,8 @@ fn basic_auth_is_sent_and_required() {
     let out = path(dir.path(), "out.raw");
     // H01: 401 at once, not retried.
     let o = convert(&n.url("auth/disk.raw.xz"), &out, &[]);
-    fails(&o, "source", "expected status code 200, got 401");
+    fails(&o, "auth", "expected status code 200, got 401");
+    assert_eq!(o.status.code(), Some(9), "auth has its own exit code");
     assert!(!String::from_utf8_lossy(&o.stderr).contains("retrying"));
     let pw = path(dir.path(), "pw");
     std::fs::write(&pw, "s3cret\n").unwrap();
@@ -141,7 +142,7 @@ fn basic_auth_is_sent_and_required() {
             &out,
             &["--username", "alice", "--password-file", &pw],
         ),
-        "source",
+        "auth",
         "got 401",
     );
 }
@@ -387,15 +388,14 @@ fn h03_5xx_408_429_are_retried_then_succeed() {
 
 #[test]
 fn h01_4xx_are_not_retried() {
-    for status in [401u16, 403, 404] {
+    // 401 and 403 are authentication failures (exit 9), 404 a source
+    // failure (exit 6).
+    for (status, kind, code) in [(401u16, "auth", 9), (403, "auth", 9), (404, "source", 6)] {
         let s = FaultServer::start(move |_, _| Reply::new(status));
         let dir = tmp();
         let o = convert(&s.url("d.img"), &path(dir.path(), "o.raw"), &[]);
-        fails(
-            &o,
-            "source",
-            &format!("expected status code 200, got {status}"),
-        );
+        fails(&o, kind, &format!("expected status code 200, got {status}"));
+        assert_eq!(o.status.code(), Some(code));
         assert_eq!(s.requests().len(), 1, "{status} was retried");
     }
 }

@@ -47,6 +47,9 @@ pub enum HttpError {
     /// TLS failed (H20).
     #[error("Unable to connect to http data source: TLS error: {0}")]
     Tls(String),
+    /// The server refused our TLS client certificate, or wanted one.
+    #[error("Unable to connect to http data source: TLS client authentication failed: {0}")]
+    ClientAuth(String),
     /// No byte arrived for the idle timeout (H17).
     #[error("No progress for {0} s: giving up")]
     Idle(u64),
@@ -98,12 +101,29 @@ impl Classify for HttpError {
         match self {
             HttpError::Truncated { .. } => ErrorKind::Truncated,
             HttpError::Config(_) | HttpError::Url { .. } => ErrorKind::Usage,
+            HttpError::Status {
+                status: 401 | 403, ..
+            }
+            | HttpError::ClientAuth(_) => ErrorKind::Auth,
             _ => ErrorKind::Source,
         }
     }
 }
 
 impl HttpError {
+    /// Whether this is one of the errors CDI reports as "Unable to connect
+    /// to http data source" (its termination message keeps those words
+    /// instead of "Unable to process data").
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Connect { .. }
+                | HttpError::Status { .. }
+                | HttpError::Tls(_)
+                | HttpError::ClientAuth(_)
+        )
+    }
+
     /// The error as an `io::Error` that keeps its kind (for `Read` paths).
     pub fn into_io(self) -> std::io::Error {
         formats::error::kinded_io(self.kind(), self.to_string())

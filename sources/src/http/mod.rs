@@ -424,13 +424,25 @@ impl From<HttpError> for Failure {
 /// Whether `e` is a rustls error, bare or inside (nested) io::Errors, as
 /// handshake alerts such as a refused protocol version arrive; io::Error's
 /// `source()` skips the error it wraps, so the chain alone does not show it.
-fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.is::<rustls::Error>() {
-        return true;
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(t) = e.downcast_ref::<rustls::Error>() {
+        return Some(t);
     }
     e.downcast_ref::<std::io::Error>()
         .and_then(|io| io.get_ref())
-        .is_some_and(|inner| is_tls(inner))
+        .and_then(|inner| tls_error(inner))
+}
+
+/// Whether a TLS error says the server wanted, or refused, our client
+/// certificate (mTLS): an authentication failure, not a transport one.
+fn is_client_auth(e: &rustls::Error) -> bool {
+    use rustls::AlertDescription as A;
+    matches!(
+        e,
+        rustls::Error::AlertReceived(
+            A::CertificateRequired | A::BadCertificate | A::CertificateUnknown | A::AccessDenied
+        )
+    )
 }
 
 /// Turns a reqwest error into ours: the root cause without the URL (which
@@ -438,13 +450,14 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
 fn classify_reqwest(e: &reqwest::Error) -> Failure {
     let mut chain = Vec::new();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut tls = false;
+    let (mut tls, mut client_auth) = (false, false);
     while let Some(c) = cur {
         if let Some(d) = c.downcast_ref::<egress::DestinationRefused>() {
             return HttpError::Destination(d.0.clone()).into();
         }
-        if is_tls(c) {
+        if let Some(t) = tls_error(c) {
             tls = true;
+            client_auth |= is_client_auth(t);
         }
         chain.push(c.to_string());
         cur = c.source();
@@ -455,7 +468,10 @@ fn classify_reqwest(e: &reqwest::Error) -> Failure {
     } else {
         chain.join(": ")
     });
-    if tls || detail.contains("certificate") || detail.contains("tls handshake") {
+    if client_auth {
+        return HttpError::ClientAuth(detail).into();
+    }
+    if tls {
         return HttpError::Tls(detail).into();
     }
     if e.is_body() || e.is_decode() {
@@ -801,5 +817,29 @@ fn bad_range(asked: String, got: Option<&HeaderValue>) -> HttpError {
             &got.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod client_auth_tests {
+    use super::*;
+    use formats::error::{Classify, ErrorKind};
+
+    #[test]
+    fn alerts_about_our_certificate_are_authentication_failures() {
+        use rustls::AlertDescription as A;
+        for a in [A::CertificateRequired, A::BadCertificate, A::AccessDenied] {
+            assert!(is_client_auth(&rustls::Error::AlertReceived(a)));
+        }
+        assert!(!is_client_auth(&rustls::Error::AlertReceived(
+            A::ProtocolVersion
+        )));
+        assert_eq!(HttpError::ClientAuth("x".into()).kind(), ErrorKind::Auth);
+        let s = HttpError::Status {
+            expected: 200,
+            status: 401,
+            reason: "Unauthorized".into(),
+        };
+        assert_eq!(s.kind(), ErrorKind::Auth);
     }
 }

@@ -2,7 +2,7 @@
 //! the limit (style P5, P6).
 
 use super::*;
-use crate::error::{Classify, ErrorKind};
+use crate::kind::{Classify, ErrorKind};
 
 /// A valid v3 header for a 64 MiB disk with 64 KiB clusters, laid out as
 /// qemu-img 10 does (hostile-inputs §3 "BASE").
