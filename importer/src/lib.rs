@@ -30,6 +30,7 @@
 //! ```
 
 pub mod cdi;
+pub mod cli;
 pub mod error;
 pub mod pipeline;
 pub mod progress;

@@ -410,13 +410,13 @@ pub(super) fn import(
     }
     let capacity = match target.available(image_size) {
         Ok(c) => c,
-        Err(e) => return Outcome::failed(super::failure_message(&e)),
+        Err(e) => return Outcome::failed(super::outcome::failure_message(&e)),
     };
-    let checksum = match super::checksum_setting(s) {
+    let checksum = match super::import::checksum_setting(s) {
         Ok(c) => c,
         Err(o) => return o,
     };
-    let http = match super::http_options(s) {
+    let http = match super::import::http_options(s) {
         Ok(h) => h,
         Err(o) => return o,
     };
@@ -435,7 +435,7 @@ pub(super) fn import(
             if mismatch {
                 Outcome::checksum_mismatch(message)
             } else {
-                Outcome::failed(super::processing_failed(&e, e.http()))
+                Outcome::failed(super::outcome::processing_failed(&e, e.http()))
             }
         }
     }

@@ -1,0 +1,112 @@
+//! Command-line settings shared by the entrypoints: how http(s) sources
+//! are fetched (`convert`, `info`), and durations given in seconds.
+
+use std::path::PathBuf;
+
+use crate::ImportError;
+
+/// How http(s) sources are fetched.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Directory of extra CA certificates (PEM files; hidden files skipped). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Vec<PathBuf>,
+    /// Directory of the proxy's CA certificates.
+    #[arg(long, value_name = "DIR")]
+    proxy_cert_dir: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate.
+    #[arg(long)]
+    insecure: bool,
+    /// Basic auth user name.
+    #[arg(long)]
+    username: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    password_file: Option<PathBuf>,
+    /// Extra request header 'Name: value'. Repeatable; values are never logged.
+    #[arg(long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Directory of header files, one 'Name: value' per file (CDI's /extraheaders).
+    #[arg(long, value_name = "DIR")]
+    header_dir: Vec<PathBuf>,
+    /// Retries of transient failures (connect errors, 5xx, 408, 429, broken bodies).
+    #[arg(long, default_value = "5")]
+    retries: u32,
+    /// First retry delay in seconds; doubled each time, at most 30 s.
+    #[arg(long, value_name = "SECS", default_value = "1")]
+    retry_delay: f64,
+    /// Give up when no byte arrives for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "600")]
+    idle_timeout: f64,
+    /// Give up when the whole download takes longer than this many seconds (import: 86400 when not given).
+    #[arg(long, value_name = "SECS")]
+    deadline: Option<f64>,
+    /// Parallel connections for range reads of qcow2 images.
+    #[arg(long, default_value = "4", value_parser = clap::value_parser!(u16).range(1..=64))]
+    connections: u16,
+    /// Allow connecting to this address or range even when denied. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    allow_destination: Vec<sources::http::Cidr>,
+    /// Refuse connecting to this address or range (besides link-local and metadata). Repeatable. Through a proxy, host names are resolved by the proxy: only IP literals in URLs can be checked.
+    #[arg(long, value_name = "CIDR")]
+    deny_destination: Vec<sources::http::Cidr>,
+}
+
+/// `v` seconds as a duration; a negative or non-finite value is a usage
+/// error naming `what`.
+pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, ImportError> {
+    std::time::Duration::try_from_secs_f64(v)
+        .map_err(|_| ImportError::Usage(format!("Invalid {what} {v}: expected seconds >= 0")))
+}
+
+impl HttpArgs {
+    /// The client settings: headers parsed, header and password files read.
+    pub fn options(&self) -> Result<sources::http::HttpOptions, ImportError> {
+        use sources::http::{
+            parse_header, read_header_dir, EgressPolicy, HttpOptions, RetryPolicy,
+        };
+        let mut headers = self
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        for dir in &self.header_dir {
+            headers.extend(read_header_dir(dir)?);
+        }
+        let password = match &self.password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        ImportError::Usage(format!(
+                            "Reading password file {:?}: {e}",
+                            formats::text::escape(&f.display().to_string())
+                        ))
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let mut egress = EgressPolicy::default();
+        egress.deny.extend(self.deny_destination.iter().copied());
+        egress.allow.extend(self.allow_destination.iter().copied());
+        let mut ca_dirs = self.cert_dir.clone();
+        ca_dirs.extend(self.proxy_cert_dir.clone());
+        Ok(HttpOptions {
+            ca_dirs,
+            insecure: self.insecure,
+            username: self.username.clone(),
+            password,
+            headers,
+            retry: RetryPolicy {
+                retries: self.retries,
+                base_delay: seconds("retry delay", self.retry_delay)?,
+                max_delay: std::time::Duration::from_secs(30),
+            },
+            idle_timeout: seconds("idle timeout", self.idle_timeout)?,
+            deadline: self.deadline.map(|d| seconds("deadline", d)).transpose()?,
+            connections: usize::from(self.connections),
+            egress,
+        })
+    }
+}
