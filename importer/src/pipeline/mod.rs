@@ -32,7 +32,7 @@ mod pump;
 mod route;
 
 use pump::Producer;
-pub use pump::PumpStats;
+pub use pump::{Capacity, PumpStats};
 pub use route::QcowFacts;
 use route::{route, Want};
 
@@ -144,14 +144,26 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         "Source opened"
     );
     let info = sink::inspect(&opts.target, opts.target_size)?;
-    if let Some(size) = prepared.virtual_size {
-        if size > info.capacity {
-            return Err(ImportError::TooLarge {
-                virtual_size: size,
-                available: info.capacity,
-            });
+    // A sparse file with no size asked of it only needs room for its data
+    // (as qemu-img): a 2 TiB image holding a few MiB fits a small disk.
+    // Anything that must hold the whole image is checked up front
+    // (docs/targets.md, "Capacity").
+    let whole = opts.target_size.is_some()
+        || opts.preallocation != Preallocation::Off
+        || info.kind == sink::TargetKind::Block;
+    let capacity = if whole {
+        if let Some(size) = prepared.virtual_size {
+            if size > info.capacity {
+                return Err(ImportError::TooLarge {
+                    virtual_size: size,
+                    available: info.capacity,
+                });
+            }
         }
-    }
+        Capacity::Size(info.capacity)
+    } else {
+        Capacity::Data(info.capacity)
+    };
     let target = formats::text::escape(&opts.target.display().to_string());
     let sink_opts = SinkOptions {
         preallocation: opts.preallocation,
@@ -176,7 +188,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     let stats = prepared
         .producer
         .spawn()
-        .run(&mut sink, info.capacity, &target)?;
+        .run(&mut sink, capacity, &target)?;
     // A raw file whose length is not a multiple of 512 gets a zero tail
     // from the Chunker; the sparse path pads here (D12).
     let size = round_up_sector(stats.end);
@@ -327,7 +339,7 @@ pub fn info(
     let stats = prepared
         .producer
         .spawn()
-        .run(&mut CountingSink, u64::MAX, "-")?;
+        .run(&mut CountingSink, Capacity::Size(u64::MAX), "-")?;
     let size = round_up_sector(stats.end);
     Ok(InfoReport {
         format: layers.last().cloned().unwrap_or_default(),

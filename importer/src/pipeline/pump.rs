@@ -111,6 +111,17 @@ impl Producer {
     }
 }
 
+/// What the output is held to (docs/targets.md, "Capacity").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// The image's size may not pass this: a device, a requested size,
+    /// preallocation, a CDI volume.
+    Size(u64),
+    /// The data written may not pass this: a sparse file on a filesystem
+    /// with this much free space (holes take none).
+    Data(u64),
+}
+
 /// A running producer.
 pub(crate) struct Spawned {
     rx: Receiver<Result<Extent, ImportError>>,
@@ -123,7 +134,7 @@ impl Spawned {
     pub(crate) fn run(
         self,
         sink: &mut impl Sink,
-        capacity: u64,
+        capacity: Capacity,
         target: &str,
     ) -> Result<PumpStats, ImportError> {
         let result = pump(self.rx, self.recycle, sink, capacity, target);
@@ -152,14 +163,24 @@ fn pump(
     rx: Receiver<Result<Extent, ImportError>>,
     recycle: Option<BufferReturn>,
     sink: &mut impl Sink,
-    capacity: u64,
+    capacity: Capacity,
     target: &str,
 ) -> Result<PumpStats, ImportError> {
     let mut stats = PumpStats::default();
     let mut coalescer = ZeroCoalescer::default();
     let mut emit = |e: Extent| -> Result<(), ImportError> {
         match &e {
-            Extent::Data { data, .. } => stats.data_bytes += data.len() as u64,
+            Extent::Data { data, .. } => {
+                stats.data_bytes += data.len() as u64;
+                if let Capacity::Data(cap) = capacity {
+                    if stats.data_bytes > cap {
+                        return Err(ImportError::OutputTooLarge {
+                            written: stats.data_bytes,
+                            available: cap,
+                        });
+                    }
+                }
+            }
             Extent::Zero { len, .. } => stats.zero_bytes += len,
         }
         sink.write_extent(&e)
@@ -175,11 +196,13 @@ fn pump(
             )));
         }
         stats.end = extent.end();
-        if stats.end > capacity {
-            return Err(ImportError::OutputTooLarge {
-                written: stats.end,
-                available: capacity,
-            });
+        if let Capacity::Size(cap) = capacity {
+            if stats.end > cap {
+                return Err(ImportError::OutputTooLarge {
+                    written: stats.end,
+                    available: cap,
+                });
+            }
         }
         match extent {
             Extent::Data { offset, data } => {

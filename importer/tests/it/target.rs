@@ -83,7 +83,7 @@ fn d03_falloc_without_space_fails_before_writing_data() {
 }
 
 #[test]
-fn image_larger_than_free_space_is_refused_before_creating_the_target() {
+fn image_whose_data_exceeds_free_space_fails_and_leaves_no_target() {
     if !privileged() {
         return;
     }
@@ -298,4 +298,53 @@ fn falloc_on_a_filesystem_without_fallocate_falls_back_to_writing_zeroes() {
     assert!(std::fs::read(&out_path).unwrap() == padded(&data));
     // Every block allocated, as full preallocation writes them.
     assert!(allocated(out_path.to_str().unwrap()) >= 8 << 20);
+}
+
+#[test]
+fn a_sparse_image_needs_room_for_its_data_not_its_virtual_size() {
+    if !privileged() || crate::convert::qemu_img().is_none() {
+        return;
+    }
+    let fs = Tmpfs::new("64m");
+    let d = tmp();
+    // 2 TiB virtual, 4 MiB of data: fits a 64 MiB filesystem, as with
+    // qemu-img convert.
+    let img = path(d.path(), "big.qcow2");
+    sh("qemu-img", &["create", "-q", "-f", "qcow2", &img, "2T"]);
+    sh(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x61 1G 4M", &img],
+    );
+    let out_path = fs.path("out.raw");
+    let out = out_path.to_str().unwrap();
+    ok(&run(&["convert", "--no-progress", &img, out]));
+    let meta = std::fs::metadata(&out_path).unwrap();
+    assert_eq!(meta.len(), 2 << 40);
+    assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 <= 8 << 20);
+    let f = std::fs::File::open(&out_path).unwrap();
+    let mut buf = vec![0u8; 4 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 1 << 30).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x61));
+    std::fs::remove_file(&out_path).unwrap();
+    // The same image with 80 MiB of data does not fit: the capacity error,
+    // and no target.
+    sh(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x62 0 80M", &img],
+    );
+    let o = run(&["convert", "--no-progress", &img, out]);
+    fails(&o, "size", "larger than the reported available storage");
+    assert!(!out_path.exists(), "target left behind");
+    // Asking for the whole size (--target-size, preallocation) checks the
+    // virtual size up front.
+    let o = run(&[
+        "convert",
+        "--no-progress",
+        "--preallocation",
+        "falloc",
+        &img,
+        out,
+    ]);
+    fails(&o, "size", "Virtual image size 2199023255552 is larger");
+    assert!(!out_path.exists());
 }
