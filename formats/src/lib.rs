@@ -38,6 +38,9 @@
 pub mod error;
 pub mod extent;
 pub mod kind;
+
+#[cfg(test)]
+mod contract_tests;
 pub mod pool;
 pub mod probe;
 pub mod qcow2;

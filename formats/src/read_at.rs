@@ -233,10 +233,19 @@ mod tests {
     #[test]
     fn read_past_end_is_unexpected_eof_not_zeroes() {
         let v = vec![1u8; 10];
-        let mut buf = [0u8; 4];
-        assert!(v.read_exact_at(&mut buf, 8).is_err());
+        let mut buf = [9u8; 4];
+        let e = v.read_exact_at(&mut buf, 8).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // Nothing was made up: the buffer is untouched, not zero-filled.
+        assert_eq!(buf, [9; 4]);
         v.read_exact_at(&mut buf, 6).unwrap();
         assert_eq!(buf, [1; 4]);
-        assert!(v.read_exact_at(&mut buf, u64::MAX).is_err());
+        let e = v.read_exact_at(&mut buf, u64::MAX).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // A file behaves the same.
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &[1u8; 10]).unwrap();
+        let e = ReadAt::read_exact_at(&f, &mut buf, 8).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

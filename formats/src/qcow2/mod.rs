@@ -21,7 +21,7 @@ pub mod stream;
 pub mod table;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use bytes::BytesMut;
 

@@ -14,7 +14,7 @@ const C: usize = 512;
 /// header 0, refcount table 512, refcount block 1024, L1 1536, L2 2048,
 /// data clusters 2560 (guest 0), 3072 (guest 3), a compressed cluster at
 /// 3584 (guest 5), a zero-flag entry (guest 6).
-fn tiny_image() -> Vec<u8> {
+pub(crate) fn tiny_image() -> Vec<u8> {
     let mut b = vec![0u8; 3584];
     let p32 = |b: &mut Vec<u8>, o: usize, v: u32| b[o..o + 4].copy_from_slice(&v.to_be_bytes());
     let p64 = |b: &mut Vec<u8>, o: usize, v: u64| b[o..o + 8].copy_from_slice(&v.to_be_bytes());
@@ -52,7 +52,7 @@ fn tiny_image() -> Vec<u8> {
     b
 }
 
-fn expected() -> Vec<u8> {
+pub(crate) fn expected() -> Vec<u8> {
     let mut v = vec![0u8; 8192];
     v[0..C].fill(0x11);
     v[3 * C..4 * C].fill(0x22);
@@ -113,7 +113,7 @@ fn map_summary_counts_without_reading_data() {
 
 /// `tiny_image` with one internal snapshot whose table entry (with a
 /// 2-byte id and a 4-byte name) follows the compressed cluster.
-fn tiny_with_snapshot() -> Vec<u8> {
+pub(crate) fn tiny_with_snapshot() -> Vec<u8> {
     let mut b = tiny_image();
     let at = b.len() as u64;
     let mut e = vec![0u8; 40];
@@ -130,7 +130,7 @@ fn tiny_with_snapshot() -> Vec<u8> {
 /// `tiny_image` laid out as a running guest may leave it: the refcount
 /// table and the L2 table moved past the data, so the stream reader meets
 /// data before the tables that describe it.
-fn tiny_guest_layout() -> Vec<u8> {
+pub(crate) fn tiny_guest_layout() -> Vec<u8> {
     let mut b = tiny_image();
     let end = b.len() as u64;
     let rt = b[512..1024].to_vec();

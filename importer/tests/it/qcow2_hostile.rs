@@ -79,7 +79,7 @@ pub(crate) fn poke64(b: &mut [u8], off: usize, v: u64) {
 }
 
 /// Converts `img` by random access (a file) and by the one-pass stream
-/// reader (stdin), and asserts the refusal on both paths: kind, message,
+/// reader (stdin, and inside gzip), and asserts the refusal on every path: kind, message,
 /// no target. The stream cannot know the file size until it ends, so a
 /// pointer past the end is "truncated" there where random access may call
 /// it a format error, and an image too large for the target is refused
@@ -92,22 +92,27 @@ pub(crate) fn refused(dir: &Path, img: &[u8], kind: &str, needle: &str) {
     let o = run(&["convert", "--no-progress", &src, &out]);
     fails(&o, kind, needle);
     assert!(!Path::new(&out).exists(), "target left behind for {needle}");
-    let o = run_stdin(&["convert", "--no-progress", "-", &out], img.to_vec());
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let past_end = needle == "beyond end of file" || stderr.contains("beyond end of file");
-    match kind {
-        "format" if past_end && stderr.contains("error[truncated]") => {}
-        "format" if stderr.contains("error[size]") => {}
-        _ => fails(&o, kind, ""),
+    let gz_src = put(dir, "hostile.qcow2.gz", &gz(img));
+    for o in [
+        run_stdin(&["convert", "--no-progress", "-", &out], img.to_vec()),
+        run(&["convert", "--no-progress", &gz_src, &out]),
+    ] {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let past_end = needle == "beyond end of file" || stderr.contains("beyond end of file");
+        match kind {
+            "format" if past_end && stderr.contains("error[truncated]") => {}
+            "format" if stderr.contains("error[size]") => {}
+            _ => fails(&o, kind, ""),
+        }
+        assert!(
+            !o.status.success(),
+            "stream path accepted {needle}: {stderr}"
+        );
+        assert!(
+            !Path::new(&out).exists(),
+            "stream path left a target for {needle}"
+        );
     }
-    assert!(
-        !o.status.success(),
-        "stream path accepted {needle}: {stderr}"
-    );
-    assert!(
-        !Path::new(&out).exists(),
-        "stream path left a target for {needle}"
-    );
 }
 
 /// Converts `img` by random access and from stdin, and asserts both
@@ -129,6 +134,12 @@ pub(crate) fn accepted(dir: &Path, img: &[u8]) {
         img.to_vec(),
     ));
     assert!(std::fs::read(&out).unwrap() == want, "stream path differs");
+    let gz_src = put(dir, "ok.qcow2.gz", &gz(img));
+    ok(&run(&["convert", "--no-progress", &gz_src, &out]));
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "gzip stream path differs"
+    );
 }
 
 macro_rules! hostile {
