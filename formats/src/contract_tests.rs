@@ -29,7 +29,7 @@ fn reader_contract(name: &str, r: &mut dyn ExtentReader, reference: &[u8]) -> Ve
             pos,
             "{name}: extents out of order or with a gap"
         );
-        assert!(e.len() > 0, "{name}: empty extent at {pos}");
+        assert!(!e.is_empty(), "{name}: empty extent at {pos}");
         if let Extent::Data { data, .. } = &e {
             assert!(
                 data.len() <= MAX_DATA_EXTENT,

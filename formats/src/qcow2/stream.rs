@@ -198,12 +198,10 @@ impl<R: Read> Qcow2Stream<R> {
         let mut ahead = BTreeSet::new();
         ahead.insert((header.refcount_table_offset, rt_len, Role::RefcountTable));
         if header.l1_size > 0 {
-            // The L1 table owns whole clusters: its padding is not data.
-            ahead.insert((
-                header.l1_table_offset,
-                l1_bytes.div_ceil(cluster) * cluster,
-                Role::L1,
-            ));
+            // Only its entries must be in the file (as random access checks
+            // it); its padding to whole clusters is in the metadata map
+            // (never data) through header_meta.
+            ahead.insert((header.l1_table_offset, l1_bytes, Role::L1));
         }
         meta.seal();
         let snapshots = header.snapshots_offset;
