@@ -14,7 +14,7 @@ use std::io;
 
 /// What went wrong, coarsely: the classification used for retries, exit
 /// codes and termination messages. The names follow the outcome kinds of
-/// the hostile-inputs specification.
+/// the rules in docs/ids.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -1,7 +1,7 @@
 //! Raw images: a byte stream becomes an extent stream.
 //!
 //! [`Chunker`] cuts any `Read` into fixed-size [`Extent::Data`] chunks and
-//! ends with the zero padding to the next 512-byte multiple (D12: the output
+//! ends with the zero padding to the next 512-byte multiple (TD12: the output
 //! of a raw input is its length rounded up to 512, as qemu does). Zero
 //! detection is a separate step ([`crate::zero::split_zeroes`]) so the
 //! pipeline can run it on another core; [`RawReader`] is both together.

@@ -1,5 +1,5 @@
 //! Making attacker-controlled strings safe to show in one line of a log or
-//! termination message (hostile-inputs Q16, P04).
+//! termination message (Q16, P04 in docs/ids.md).
 
 /// Escapes control characters (including newlines and ESC) and backslashes
 /// so that the result is one printable line.

@@ -24,7 +24,7 @@ pub enum ImportError {
     /// Detecting or decoding the source layers failed.
     #[error(transparent)]
     Layers(#[from] LayerError),
-    /// The target filesystem is full or over quota (D01, D02).
+    /// The target filesystem is full or over quota (TD01, TD02).
     #[error(
         "No space left on target {path:?}: the image is larger than the reported available storage"
     )]

@@ -1,7 +1,7 @@
 //! The qcow2 header and its extensions, parsed as pure functions over the
 //! first cluster of the file (sans-IO). Field offsets and rules follow
 //! qemu's `docs/interop/qcow2.rst`, "Header" and "Header extensions"; the
-//! checks are a superset of qemu's `qcow2_do_open` (hostile-inputs §4).
+//! checks are a superset of qemu's `qcow2_do_open` (docs/formats.md, docs/ids.md).
 
 use super::error::Qcow2Error;
 use crate::text::escape_bytes;

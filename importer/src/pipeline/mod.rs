@@ -190,7 +190,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         .spawn()
         .run(&mut sink, capacity, &target)?;
     // A raw file whose length is not a multiple of 512 gets a zero tail
-    // from the Chunker; the sparse path pads here (D12).
+    // from the Chunker; the sparse path pads here (TD12).
     let size = round_up_sector(stats.end);
     meter.verify()?;
     let applied = sink

@@ -59,7 +59,7 @@ impl FileSink {
     }
 
     /// Allocates `size` bytes up front when preallocation is asked, so a
-    /// lack of space fails before any data is written (D03).
+    /// lack of space fails before any data is written (TD03).
     pub fn begin(&mut self, size: u64) -> io::Result<()> {
         let size = size.max(self.opts.target_size.unwrap_or(0));
         match self.mode {
@@ -74,7 +74,7 @@ impl FileSink {
         }
     }
 
-    /// fallocate, falling back to writing zeroes where unsupported (D04).
+    /// fallocate, falling back to writing zeroes where unsupported (TD04).
     fn allocate(&mut self, size: u64) -> io::Result<()> {
         match fallocate(&self.file, size) {
             Err(e) if is_unsupported(&e) => {

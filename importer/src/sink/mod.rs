@@ -101,7 +101,7 @@ pub fn inspect(path: &Path, target_size: Option<u64>) -> Result<TargetInfo, Impo
         Ok(meta) => {
             let ft = meta.file_type();
             if ft.is_symlink() {
-                // D09: never write through a symlink.
+                // TD09: never write through a symlink.
                 return Err(ImportError::TargetNotUsable {
                     path: shown(),
                     reason: "is a symbolic link",
@@ -262,7 +262,7 @@ pub fn open(info: &TargetInfo, opts: SinkOptions) -> Result<(AnySink, CleanupGua
                 .mode(0o644)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
             if info.exists {
-                // D10: an existing file is emptied first, so no old bytes
+                // TD10: an existing file is emptied first, so no old bytes
                 // survive in the holes of the new image.
                 o.truncate(true);
             } else {
@@ -285,7 +285,7 @@ pub fn open(info: &TargetInfo, opts: SinkOptions) -> Result<(AnySink, CleanupGua
 
 impl AnySink {
     /// Reserves space for an image of `size` bytes, when the size is known
-    /// before the data (D03: fail before writing).
+    /// before the data (TD03: fail before writing).
     pub fn begin(&mut self, size: u64) -> io::Result<()> {
         match self {
             AnySink::File(f) => f.begin(size),

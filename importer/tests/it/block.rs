@@ -1,4 +1,4 @@
-//! Block-device targets on loop devices (D05, D06, D08, D16).
+//! Block-device targets on loop devices (TD05, TD06, TD08, D16).
 
 use crate::common::*;
 
@@ -105,7 +105,7 @@ fn d08_write_errors_on_a_failing_device_fail_the_import() {
         .status();
     if !st.is_ok_and(|s| s.success()) {
         // dm may be unavailable in a container; the loop tests still run.
-        eprintln!("dmsetup unavailable: skipping D08");
+        eprintln!("dmsetup unavailable: skipping TD08");
         return;
     }
     let d = tmp();

@@ -1,4 +1,4 @@
-//! Hostile compressed inputs: hostile-inputs.md section 3.4 (C01-C17).
+//! Hostile compressed inputs: the C cases of docs/ids.md (C01-C17).
 
 use std::path::Path;
 

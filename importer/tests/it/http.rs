@@ -1,6 +1,6 @@
 //! The HTTP(S) source against a real nginx, a fault-injecting server and a
 //! CONNECT proxy: differential conversions, resume, redirects, auth, TLS,
-//! egress, and the hostile rows H01-H23 of hostile-inputs.md.
+//! egress, and the hostile HTTP cases H01-H23 (docs/ids.md).
 
 use std::process::Output;
 

@@ -1,7 +1,7 @@
 //! qcow2: differential tests against `qemu-img convert` (the oracle) for
 //! generated variants, through the random-access path (a file) and the
 //! stream path (stdin and gzip), and the hostile rows of
-//! hostile-inputs.md sections 3.1 and 3.2.
+//! hostile qcow2 cases (docs/ids.md, Q ids).
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! Hostile qcow2 inputs: hostile-inputs.md sections 3.1 and 3.2, built from
+//! Hostile qcow2 inputs (the Q cases of docs/ids.md), built from
 //! the spec's BASE and COMP recipes with byte pokes.
 
 use std::path::Path;

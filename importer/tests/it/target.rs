@@ -1,4 +1,4 @@
-//! File targets: hostile-inputs.md section 3.9 (D01-D12) and the failure
+//! File targets: the target cases TD01-TD12 (docs/ids.md) and the failure
 //! semantics of G5.
 
 use std::path::Path;

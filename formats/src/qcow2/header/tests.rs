@@ -1,11 +1,11 @@
 //! Header parsing on hand-built headers: one test per limit, each just past
-//! the limit (style P5, P6).
+//! the limit (P5, P6 in docs/ids.md).
 
 use super::*;
 use crate::kind::{Classify, ErrorKind};
 
 /// A valid v3 header for a 64 MiB disk with 64 KiB clusters, laid out as
-/// qemu-img 10 does (hostile-inputs §3 "BASE").
+/// qemu-img 10 does (the BASE layout of the hostile qcow2 tests).
 fn valid_v3() -> Vec<u8> {
     let mut h = vec![0u8; 65536];
     h[0..4].copy_from_slice(b"QFI\xfb"); // magic
