@@ -138,6 +138,12 @@ impl MetaMap {
         }
     }
 
+    /// Whether one metadata range holds all of `[start, start + len)`.
+    fn covers(&self, start: u64, len: u64) -> bool {
+        let i = self.ranges.partition_point(|r| r.0 <= start);
+        i > 0 && self.max_end[i - 1] >= start.saturating_add(len)
+    }
+
     /// The metadata that `[start, start + len)` overlaps, if any.
     fn overlap(&self, start: u64, len: u64) -> Option<&'static str> {
         let end = start.saturating_add(len);

@@ -616,7 +616,8 @@ impl<R: Read> Qcow2Stream<R> {
     /// L1 or some L2 table is still ahead anything could, afterwards only
     /// what a known L2 entry points into.
     fn may_be_needed(&self, at: u64, len: u64) -> bool {
-        if self.finished {
+        // Table padding (the rest of the L1 table's cluster) is never data.
+        if self.finished || self.meta.covers(at, len) {
             return false;
         }
         if self.l1.is_none() || self.l2_ahead > 0 {
