@@ -203,7 +203,7 @@ fn be32(b: &[u8], off: usize) -> u32 {
 }
 
 fn be64(b: &[u8], off: usize) -> u64 {
-    u64::from_be_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+    super::map::be64(&b[off..])
 }
 
 fn invalid(field: &'static str, value: u64, reason: &'static str) -> Qcow2Error {

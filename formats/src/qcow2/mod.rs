@@ -17,6 +17,7 @@
 pub mod compressed;
 pub mod error;
 pub mod header;
+mod map;
 pub mod stream;
 pub mod table;
 
@@ -36,7 +37,8 @@ pub use header::{Compression, Header};
 
 use compressed::Decompressor;
 use error::check_in_file;
-use table::{decode_l1, decode_l2, decode_refcount_entry, L2Entry};
+use map::{be64, Geometry, MetaMap, Piece, Source};
+use table::{decode_l1, decode_refcount_entry};
 
 /// Most bytes of input read for one compressed cluster (Q69).
 pub fn max_compressed_input(cluster: u64) -> u64 {
@@ -59,23 +61,6 @@ pub enum References {
 /// Largest snapshot table walked (entries are variable length).
 pub const MAX_SNAPSHOT_TABLE_BYTES: u64 = 64 << 20;
 
-/// Where a piece of the guest disk comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Zero,
-    Data(u64),
-    Compressed { host: u64, len: u64 },
-}
-
-/// A uniform piece of the guest disk, inside one cluster (or one whole
-/// unallocated L2 range).
-#[derive(Debug, Clone, Copy)]
-struct Piece {
-    guest: u64,
-    len: u64,
-    source: Source,
-}
-
 /// Byte counts of the mapping, for `info` and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MapStats {
@@ -87,82 +72,11 @@ pub struct MapStats {
     pub zero_bytes: u64,
 }
 
-/// Sorted, merged host ranges of metadata (D6).
-#[derive(Debug, Default)]
-struct MetaMap {
-    ranges: Vec<(u64, u64, &'static str)>,
-    /// `max_end[i]`: the largest end among `ranges[..=i]`, so a query knows
-    /// in O(log n) whether anything before it reaches its start.
-    max_end: Vec<u64>,
-}
-
-impl MetaMap {
-    fn add(&mut self, start: u64, len: u64, what: &'static str) {
-        self.ranges.push((start, start.saturating_add(len), what));
-    }
-
-    fn seal(&mut self) {
-        self.ranges.sort_unstable_by_key(|r| r.0);
-        let mut m = 0;
-        self.max_end = self
-            .ranges
-            .iter()
-            .map(|r| {
-                m = m.max(r.1);
-                m
-            })
-            .collect();
-    }
-
-    /// Refuses data `what` at `[host, host + len)` that lies in the header
-    /// cluster or on metadata (D6).
-    fn check_clear(
-        &self,
-        what: &'static str,
-        host: u64,
-        len: u64,
-        cluster: u64,
-    ) -> Result<(), Qcow2Error> {
-        let other = if host < cluster {
-            Some("the header")
-        } else {
-            self.overlap(host, len)
-        };
-        match other {
-            Some(other) => Err(Qcow2Error::Overlap {
-                what,
-                offset: host,
-                other,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether one metadata range holds all of `[start, start + len)`.
-    fn covers(&self, start: u64, len: u64) -> bool {
-        let i = self.ranges.partition_point(|r| r.0 <= start);
-        i > 0 && self.max_end[i - 1] >= start.saturating_add(len)
-    }
-
-    /// The metadata that `[start, start + len)` overlaps, if any.
-    fn overlap(&self, start: u64, len: u64) -> Option<&'static str> {
-        let end = start.saturating_add(len);
-        let i = self.ranges.partition_point(|r| r.0 < end);
-        if i == 0 || self.max_end[i - 1] <= start {
-            return None;
-        }
-        self.ranges[..i]
-            .iter()
-            .rev()
-            .find(|r| r.1 > start)
-            .map(|r| r.2)
-    }
-}
-
 /// A qcow2 image read by random access.
 pub struct Qcow2Reader<R> {
     src: R,
     header: Header,
+    geo: Geometry,
     file_size: u64,
     cluster: u64,
     l1: Vec<u64>,
@@ -198,10 +112,6 @@ fn read_at<R: ReadAt>(
             offset,
             source,
         })
-}
-
-fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
 impl<R: ReadAt> Qcow2Reader<R> {
@@ -288,6 +198,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         meta.seal();
         let compression = header.compression;
         Ok(Qcow2Reader {
+            geo: Geometry::of(&header),
             src,
             file_size,
             cluster,
@@ -356,55 +267,13 @@ impl<R: ReadAt> Qcow2Reader<R> {
     }
 
     fn map_at(&mut self, guest: u64) -> Result<Piece, Qcow2Error> {
-        let size = self.header.size;
-        let coverage = self.header.l2_coverage();
-        let l1_index = (guest / coverage) as usize;
-        let clip = |len: u64| len.min(size - guest);
+        let geo = self.geo;
+        let l1_index = geo.l1_index(guest);
         if self.l1.get(l1_index).copied().unwrap_or(0) == 0 {
-            let end = (l1_index as u64 + 1) * coverage;
-            return Ok(Piece {
-                guest,
-                len: clip(end - guest),
-                source: Source::Zero,
-            });
+            return Ok(geo.unallocated(guest));
         }
-        let cluster = self.cluster;
-        let version = self.header.version;
-        let bits = self.header.cluster_bits;
-        let entry_bytes = self.header.l2_entry_bytes() as usize;
-        let extended = self.header.extended_l2();
-        let l2_index = ((guest % coverage) / cluster) as usize;
         let table = self.load_l2(l1_index)?;
-        let e = &table[l2_index * entry_bytes..(l2_index + 1) * entry_bytes];
-        let entry = decode_l2(be64(e), extended.then(|| be64(&e[8..])), version, bits)?;
-        let in_cluster = guest % cluster;
-        let cluster_rest = cluster - in_cluster;
-        let (len, source) = match entry {
-            L2Entry::Zero => (cluster_rest, Source::Zero),
-            L2Entry::Data { host } => (cluster_rest, Source::Data(host + in_cluster)),
-            L2Entry::Compressed { host, len } => (cluster_rest, Source::Compressed { host, len }),
-            L2Entry::Subclusters { host, alloc, .. } => {
-                let sub = cluster / 32;
-                let i = (in_cluster / sub) as u32;
-                let allocated = |j: u32| alloc >> j & 1 == 1;
-                let state = allocated(i);
-                let mut j = i + 1;
-                while j < 32 && allocated(j) == state {
-                    j += 1;
-                }
-                let len = u64::from(j) * sub - in_cluster;
-                if state {
-                    (len, Source::Data(host + in_cluster))
-                } else {
-                    (len, Source::Zero)
-                }
-            }
-        };
-        let piece = Piece {
-            guest,
-            len: clip(len),
-            source,
-        };
+        let piece = geo.piece(table, guest)?;
         if let Source::Data(host) = piece.source {
             self.check_data("Data cluster", host, piece.len)?;
         }
@@ -416,17 +285,10 @@ impl<R: ReadAt> Qcow2Reader<R> {
         check_in_file(what, host, len, self.file_size, self.cluster)
     }
 
-    /// The compressed input range actually read: bounded by two clusters,
-    /// and by the end of the file when only the last sector is cut (qemu
-    /// may not pad the final compressed sector).
+    /// The compressed input range actually read (map.rs,
+    /// `compressed_take`), checked against metadata.
     fn compressed_range(&self, host: u64, len: u64) -> Result<(u64, u64), Qcow2Error> {
-        let want = len.min(max_compressed_input(self.cluster));
-        let avail = self.file_size.saturating_sub(host);
-        let take = if want > avail && want - avail < 512 && avail > 0 {
-            avail
-        } else {
-            want
-        };
+        let take = self.geo.compressed_take(host, len, self.file_size);
         self.check_data("Compressed cluster", host, take)?;
         Ok((host, take))
     }
@@ -442,14 +304,11 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let limit = (MAX_DATA_EXTENT as u64).min(span);
         while first.guest + len < self.header.size && len < limit {
             let next = self.map_at_after(first.guest + len)?;
-            match next.source {
-                Source::Data(h) if h == host0 + len && len + next.len <= limit => {
-                    len += next.len;
-                }
-                _ => {
-                    self.peeked = Some(next);
-                    break;
-                }
+            if self.geo.joins(&first, len, &next, limit) {
+                len += next.len;
+            } else {
+                self.peeked = Some(next);
+                break;
             }
         }
         self.readahead.ahead(&self.src, host0);
@@ -493,7 +352,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let mut len = first.len;
         while first.guest + len < self.header.size {
             let next = self.map_at_after(first.guest + len)?;
-            if next.source == Source::Zero {
+            if self.geo.joins(&first, len, &next, u64::MAX) {
                 len += next.len;
             } else {
                 self.peeked = Some(next);
@@ -513,7 +372,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let max = MAX_DATA_EXTENT as u64;
         while first.guest + total < self.header.size && total + self.cluster <= max {
             let next = self.map_at_after(first.guest + total)?;
-            if matches!(next.source, Source::Compressed { .. }) && next.guest % self.cluster == 0 {
+            if self.geo.joins(&first, total, &next, max) {
                 total += next.len;
                 pieces.push(next);
             } else {
