@@ -6,6 +6,7 @@
 use super::stream::{Qcow2Stream, SpillOptions};
 use super::*;
 use crate::sink::{drain, MemSink};
+use crate::ExtentReader;
 use proptest::prelude::*;
 
 const C: usize = 512;

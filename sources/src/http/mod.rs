@@ -14,11 +14,14 @@
 //! consumers are plain blocking readers on the pipeline's own threads, so
 //! no CPU-heavy stage ever runs on an executor thread.
 
+mod classify;
 mod egress;
 mod error;
+mod options;
 mod ranges;
 mod stream;
 mod tls;
+mod urls;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,180 +31,23 @@ use std::time::{Duration, Instant};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
+pub(crate) use classify::{bad_range, status_failure, Failure};
+use classify::{check_scheme, classify_reqwest};
 pub use egress::{Cidr, EgressPolicy};
 pub use error::HttpError;
+pub use options::{parse_header, read_header_dir, HttpOptions, RetryPolicy};
 pub use ranges::HttpRanges;
 pub use stream::HttpBody;
+pub use urls::{is_url, parse_url, redact, redact_text, scheme_of, MAX_URL_LEN};
 
 /// At most this many redirects are followed (H11).
 pub const MAX_REDIRECTS: usize = 10;
-
-/// Longest URL accepted: the HTTP stack refuses longer request targets,
-/// so a longer one is a usage error at once, never a retried failure.
-pub const MAX_URL_LEN: usize = 65534;
 
 /// A body that broke after at least this many new bytes is resumed at once
 /// and the failure count starts again; a break after less counts as a
 /// failure in a row, backs off and uses up a retry (docs/http.md,
 /// "Retries"). A server that sends a byte and closes cannot make us spin.
 pub const MIN_PROGRESS: u64 = 1 << 20;
-
-/// Whether `s` names an HTTP(S) source.
-pub fn is_url(s: &str) -> bool {
-    scheme_of(s).is_some_and(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
-}
-
-/// The URL scheme of `s` when it looks like `scheme://...` (a local path
-/// with `://` in it is unusual enough to be taken as a URL).
-pub fn scheme_of(s: &str) -> Option<&str> {
-    let (scheme, _) = s.split_once("://")?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    (first.is_ascii_alphabetic()
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-    .then_some(scheme)
-}
-
-/// Retry behaviour for transient failures.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts after the first one.
-    pub retries: u32,
-    /// First back-off delay; doubled each time.
-    pub base_delay: Duration,
-    /// Longest back-off delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            retries: 5,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before retry number `attempt` (0-based). A transfer that
-    /// broke after making progress is retried at once (`progressed`): a
-    /// reset every few hundred megabytes must not cost a back-off each
-    /// time; only failures in a row back off.
-    fn delay_after(&self, attempt: u32, progressed: bool) -> Duration {
-        if progressed && attempt == 0 {
-            Duration::ZERO
-        } else {
-            self.delay(attempt)
-        }
-    }
-
-    fn delay(&self, attempt: u32) -> Duration {
-        self.base_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_delay)
-    }
-}
-
-/// How to reach the server.
-#[derive(Debug, Clone)]
-pub struct HttpOptions {
-    /// Directories of extra CA certificates (PEM), e.g. CDI's
-    /// `IMPORTER_CERT_DIR` and the proxy CA directory.
-    pub ca_dirs: Vec<PathBuf>,
-    /// Skip certificate verification.
-    pub insecure: bool,
-    /// Basic auth user.
-    pub username: Option<String>,
-    /// Basic auth password.
-    pub password: Option<String>,
-    /// Extra request headers; all treated as secrets (never logged, never
-    /// sent cross-origin).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Retries of transient failures.
-    pub retry: RetryPolicy,
-    /// Give up when no byte arrives for this long (CDI: 10 minutes).
-    pub idle_timeout: Duration,
-    /// Give up when the whole download takes longer than this.
-    pub deadline: Option<Duration>,
-    /// Parallel connections for range reads.
-    pub connections: usize,
-    /// Where connections may go.
-    pub egress: EgressPolicy,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        HttpOptions {
-            ca_dirs: Vec::new(),
-            insecure: false,
-            username: None,
-            password: None,
-            headers: Vec::new(),
-            retry: RetryPolicy::default(),
-            idle_timeout: Duration::from_secs(600),
-            deadline: None,
-            connections: 4,
-            egress: EgressPolicy::default(),
-        }
-    }
-}
-
-/// Parses a `Name: value` header line (`--header`, CDI's
-/// `IMPORTER_EXTRA_HEADER_<n>` and its secret header files).
-pub fn parse_header(line: &str) -> Result<(HeaderName, HeaderValue), HttpError> {
-    let line = line.trim_end_matches(['\r', '\n']);
-    let bad = |why: &str| {
-        // The value may be a secret: only the name is shown.
-        let name = line.split(':').next().unwrap_or_default();
-        HttpError::Config(format!(
-            "Invalid header {:?}: {why}",
-            formats::text::escape(name)
-        ))
-    };
-    let (name, value) = line
-        .split_once(':')
-        .ok_or_else(|| bad("expected Name: value"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad("bad name"))?;
-    let mut value = HeaderValue::from_str(value.trim()).map_err(|_| bad("bad value"))?;
-    value.set_sensitive(true);
-    Ok((name, value))
-}
-
-/// Reads the header files of `dir`: every non-hidden regular file in it or
-/// in its immediate subdirectories (CDI mounts secret headers as
-/// `/extraheaders/<n>/<key>`) holds one `Name: value` line.
-pub fn read_header_dir(dir: &std::path::Path) -> Result<Vec<(HeaderName, HeaderValue)>, HttpError> {
-    let mut files = tls::visible_files(dir)?;
-    for sub in std::fs::read_dir(dir).map_err(|e| HttpError::Config(e.to_string()))? {
-        let sub = sub.map_err(|e| HttpError::Config(e.to_string()))?;
-        if !sub.file_name().to_string_lossy().starts_with('.')
-            && std::fs::metadata(sub.path()).is_ok_and(|m| m.is_dir())
-        {
-            files.extend(tls::visible_files(&sub.path())?);
-        }
-    }
-    let mut headers = Vec::with_capacity(files.len());
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| {
-            HttpError::Config(format!(
-                "Reading header file {:?}: {e}",
-                formats::text::escape(&f.display().to_string())
-            ))
-        })?;
-        if !text.contains(':') {
-            // CDI drops a header without ':'; the file is named, never
-            // its content.
-            tracing::warn!(
-                file = %formats::text::escape(&f.display().to_string()),
-                "Ignoring a header file without ':'."
-            );
-            continue;
-        }
-        headers.push(parse_header(text.trim())?);
-    }
-    Ok(headers)
-}
 
 /// Parses `source`, connects and sends the first GET: the client (for
 /// later range requests and its counters), what the server said about the
@@ -231,58 +77,6 @@ pub fn fetch_small(url: &str, opts: HttpOptions, limit: u64) -> Result<Vec<u8>, 
         )));
     }
     Ok(out)
-}
-
-/// Parses a source URL; the error shows it as [`redact_text`] does.
-pub fn parse_url(source: &str) -> Result<Url, HttpError> {
-    let invalid = |reason: String| HttpError::Url {
-        url: redact_text(source),
-        reason,
-    };
-    if source.len() > MAX_URL_LEN {
-        return Err(invalid(format!("longer than {MAX_URL_LEN} bytes")));
-    }
-    Url::parse(source).map_err(|e| invalid(e.to_string()))
-}
-
-/// A URL that may not parse, as it may be shown: no userinfo (whatever
-/// precedes the last `@` of the authority), no query or fragment (signed
-/// URLs carry tokens there), control characters escaped, at most 256
-/// characters.
-pub fn redact_text(source: &str) -> String {
-    let bare = source.split(['?', '#']).next().unwrap_or_default();
-    let shown = match bare.split_once("://") {
-        Some((scheme, rest)) => {
-            let end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(end);
-            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            format!("{scheme}://{host}{path}")
-        }
-        None => bare.to_owned(),
-    };
-    let mut shown = formats::text::escape(&shown);
-    if shown.len() > 256 {
-        let mut cut = 256;
-        while !shown.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        shown.truncate(cut);
-        shown.push_str("...");
-    }
-    shown
-}
-
-/// A URL as it may be shown: no credentials, no query (signed URLs carry
-/// tokens there), control characters escaped.
-pub fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    if u.query().is_some() {
-        u.set_query(Some("..."));
-    }
-    u.set_fragment(None);
-    formats::text::escape(u.as_str())
 }
 
 /// Counters of one download, for reports and tests.
@@ -403,107 +197,6 @@ pub struct HttpClient {
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient").finish_non_exhaustive()
-    }
-}
-
-/// One failed attempt: whether it is worth retrying.
-struct Failure {
-    err: HttpError,
-    transient: bool,
-}
-
-impl From<HttpError> for Failure {
-    fn from(err: HttpError) -> Self {
-        Failure {
-            err,
-            transient: false,
-        }
-    }
-}
-
-/// Whether `e` is a rustls error, bare or inside (nested) io::Errors, as
-/// handshake alerts such as a refused protocol version arrive; io::Error's
-/// `source()` skips the error it wraps, so the chain alone does not show it.
-fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(t) = e.downcast_ref::<rustls::Error>() {
-        return Some(t);
-    }
-    e.downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| tls_error(inner))
-}
-
-/// Whether a TLS error says the server wanted, or refused, our client
-/// certificate (mTLS): an authentication failure, not a transport one.
-fn is_client_auth(e: &rustls::Error) -> bool {
-    use rustls::AlertDescription as A;
-    matches!(
-        e,
-        rustls::Error::AlertReceived(
-            A::CertificateRequired | A::BadCertificate | A::CertificateUnknown | A::AccessDenied
-        )
-    )
-}
-
-/// Turns a reqwest error into ours: the root cause without the URL (which
-/// may carry tokens), TLS and egress refusals recognised.
-fn classify_reqwest(e: &reqwest::Error) -> Failure {
-    let mut chain = Vec::new();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let (mut tls, mut client_auth) = (false, false);
-    while let Some(c) = cur {
-        if let Some(d) = c.downcast_ref::<egress::DestinationRefused>() {
-            return HttpError::Destination(d.0.clone()).into();
-        }
-        if let Some(t) = tls_error(c) {
-            tls = true;
-            client_auth |= is_client_auth(t);
-        }
-        chain.push(c.to_string());
-        cur = c.source();
-    }
-    chain.dedup();
-    let detail = formats::text::escape(&if chain.is_empty() {
-        e.to_string()
-    } else {
-        chain.join(": ")
-    });
-    if client_auth {
-        return HttpError::ClientAuth(detail).into();
-    }
-    if tls {
-        return HttpError::Tls(detail).into();
-    }
-    if e.is_body() || e.is_decode() {
-        return Failure {
-            err: HttpError::Interrupted(detail),
-            transient: true,
-        };
-    }
-    Failure {
-        err: HttpError::Connect { detail },
-        transient: true,
-    }
-}
-
-fn status_failure(status: StatusCode, expected: u16) -> Failure {
-    let transient = status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS;
-    Failure {
-        err: HttpError::Status {
-            expected,
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("").to_owned(),
-        },
-        transient,
-    }
-}
-
-fn check_scheme(url: &Url) -> Result<(), HttpError> {
-    match url.scheme() {
-        "http" | "https" => Ok(()),
-        other => Err(HttpError::RedirectScheme(formats::text::escape(other))),
     }
 }
 
@@ -806,40 +499,5 @@ impl Net {
                 Err(f) => return Err(f.err),
             }
         }
-    }
-}
-
-/// The error for a `206` whose `Content-Range` is not the range asked for.
-fn bad_range(asked: String, got: Option<&HeaderValue>) -> HttpError {
-    HttpError::BadRange {
-        asked,
-        got: formats::text::escape(
-            &got.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod client_auth_tests {
-    use super::*;
-    use formats::error::{Classify, ErrorKind};
-
-    #[test]
-    fn alerts_about_our_certificate_are_authentication_failures() {
-        use rustls::AlertDescription as A;
-        for a in [A::CertificateRequired, A::BadCertificate, A::AccessDenied] {
-            assert!(is_client_auth(&rustls::Error::AlertReceived(a)));
-        }
-        assert!(!is_client_auth(&rustls::Error::AlertReceived(
-            A::ProtocolVersion
-        )));
-        assert_eq!(HttpError::ClientAuth("x".into()).kind(), ErrorKind::Auth);
-        let s = HttpError::Status {
-            expected: 200,
-            status: 401,
-            reason: "Unauthorized".into(),
-        };
-        assert_eq!(s.kind(), ErrorKind::Auth);
     }
 }
