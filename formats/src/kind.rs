@@ -30,6 +30,9 @@ pub enum ErrorKind {
     Size,
     /// The source could not be read (network, HTTP status, open failure).
     Source,
+    /// The source is unavailable for now and may answer if asked again:
+    /// a connection error, a 5xx, 408 or 429 status, a broken body.
+    Unavailable,
     /// Writing the target failed (I/O error, no space, not a usable target).
     Target,
     /// The input ended before it was complete.
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Limit => "limit",
             ErrorKind::Size => "size",
             ErrorKind::Source => "source",
+            ErrorKind::Unavailable => "unavailable",
             ErrorKind::Target => "target",
             ErrorKind::Truncated => "truncated",
             ErrorKind::Unsafe => "unsafe",
@@ -65,9 +69,10 @@ impl ErrorKind {
         }
     }
 
-    /// Whether retrying the same request may succeed.
+    /// Whether retrying the same request may succeed: what every retry
+    /// loop asks (docs/http.md, "Retries").
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::Source)
+        matches!(self, ErrorKind::Unavailable)
     }
 }
 

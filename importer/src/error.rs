@@ -133,7 +133,7 @@ pub fn exit_code(kind: ErrorKind) -> i32 {
         ErrorKind::Format | ErrorKind::Unsafe | ErrorKind::Unsupported => 3,
         ErrorKind::Size => 4,
         ErrorKind::Integrity | ErrorKind::Truncated => 5,
-        ErrorKind::Source => 6,
+        ErrorKind::Source | ErrorKind::Unavailable => 6,
         ErrorKind::Target => 7,
         ErrorKind::Limit => 8,
         ErrorKind::Auth => 9,

@@ -358,7 +358,9 @@ fn h02_connection_refused_fails_after_bounded_retries() {
         &path(dir.path(), "o.raw"),
         &["--retries", "3"],
     );
-    fails(&o, "source", "Unable to connect to http data source");
+    // Still unavailable after the retries: a transient kind, exit 6.
+    fails(&o, "unavailable", "Unable to connect to http data source");
+    assert_eq!(o.status.code(), Some(6));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.matches("retrying").count(), 3, "{stderr}");
     assert!(!dir.path().join("o.raw").exists());
@@ -382,7 +384,7 @@ fn h03_5xx_408_429_are_retried_then_succeed() {
     // The budget is bounded: five failures with two retries fail.
     let s = FaultServer::start(|_, _| Reply::new(503));
     let o = convert(&s.url("d.img"), &out, &["--retries", "2"]);
-    fails(&o, "source", "got 503");
+    fails(&o, "unavailable", "got 503");
     assert_eq!(s.requests().len(), 3);
 }
 

@@ -50,7 +50,7 @@ fn userinfo_is_never_printed_whatever_the_error() {
     }
     let refused = format!("http://u:{SECRET}@127.0.0.1:9/x");
     let (o, _d) = convert(&refused, &["--retries", "0", "-v"]);
-    fails(&o, "source", "");
+    fails(&o, "unavailable", "");
     no_secret(&o, "connection refused");
 
     // Through `import`: the termination message and the logs.

@@ -1,26 +1,12 @@
-//! From what the HTTP stack reports to our errors: whether an attempt is
-//! worth retrying, TLS and client-certificate failures recognised by type,
-//! egress refusals, statuses in CDI's words.
+//! From what the HTTP stack reports to our errors: TLS and
+//! client-certificate failures recognised by type, egress refusals,
+//! statuses in CDI's words. Whether an attempt is worth retrying is the
+//! error's kind (`ErrorKind::is_transient`).
 
 use reqwest::header::HeaderValue;
 use reqwest::{StatusCode, Url};
 
 use super::{egress, HttpError};
-
-/// One failed attempt: whether it is worth retrying.
-pub(crate) struct Failure {
-    pub(crate) err: HttpError,
-    pub(crate) transient: bool,
-}
-
-impl From<HttpError> for Failure {
-    fn from(err: HttpError) -> Self {
-        Failure {
-            err,
-            transient: false,
-        }
-    }
-}
 
 /// Whether `e` is a rustls error, bare or inside (nested) io::Errors, as
 /// handshake alerts such as a refused protocol version arrive; io::Error's
@@ -48,17 +34,22 @@ pub(crate) fn is_client_auth(e: &rustls::Error) -> bool {
 
 /// Turns a reqwest error into ours: the root cause without the URL (which
 /// may carry tokens), TLS and egress refusals recognised.
-pub(crate) fn classify_reqwest(e: &reqwest::Error) -> Failure {
+pub(crate) fn classify_reqwest(e: &reqwest::Error) -> HttpError {
     let mut chain = Vec::new();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let (mut tls, mut client_auth) = (false, false);
+    let (mut tls, mut client_auth, mut protocol) = (false, false, false);
     while let Some(c) = cur {
         if let Some(d) = c.downcast_ref::<egress::DestinationRefused>() {
-            return HttpError::Destination(d.0.clone()).into();
+            return HttpError::Destination(d.0.clone());
         }
         if let Some(t) = tls_error(c) {
             tls = true;
             client_auth |= is_client_auth(t);
+        }
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            protocol = true;
         }
         chain.push(c.to_string());
         cur = c.source();
@@ -70,34 +61,41 @@ pub(crate) fn classify_reqwest(e: &reqwest::Error) -> Failure {
         chain.join(": ")
     });
     if client_auth {
-        return HttpError::ClientAuth(detail).into();
+        return HttpError::ClientAuth(detail);
     }
     if tls {
-        return HttpError::Tls(detail).into();
+        return HttpError::Tls(detail);
+    }
+    if protocol {
+        // A response we cannot parse (huge headers, garbage): asking again
+        // gets the same answer.
+        return HttpError::Protocol(detail);
     }
     if e.is_body() || e.is_decode() {
-        return Failure {
-            err: HttpError::Interrupted(detail),
-            transient: true,
-        };
+        return HttpError::Interrupted(detail);
     }
-    Failure {
-        err: HttpError::Connect { detail },
-        transient: true,
+    HttpError::Connect { detail }
+}
+
+/// A body that broke while being read: always worth resuming, whatever
+/// the stack says broke it (an egress refusal aside).
+pub(crate) fn body_error(e: &reqwest::Error) -> HttpError {
+    match classify_reqwest(e) {
+        d @ HttpError::Destination(_) => d,
+        HttpError::Connect { detail }
+        | HttpError::Tls(detail)
+        | HttpError::ClientAuth(detail)
+        | HttpError::Interrupted(detail) => HttpError::Interrupted(detail),
+        other => HttpError::Interrupted(other.to_string()),
     }
 }
 
-pub(crate) fn status_failure(status: StatusCode, expected: u16) -> Failure {
-    let transient = status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS;
-    Failure {
-        err: HttpError::Status {
-            expected,
-            status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("").to_owned(),
-        },
-        transient,
+/// A status we do not take; its kind says whether to retry (5xx, 408, 429).
+pub(crate) fn status_failure(status: StatusCode, expected: u16) -> HttpError {
+    HttpError::Status {
+        expected,
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("").to_owned(),
     }
 }
 
@@ -139,5 +137,40 @@ mod client_auth_tests {
             reason: "Unauthorized".into(),
         };
         assert_eq!(s.kind(), ErrorKind::Auth);
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use formats::error::{Classify, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn the_kind_decides_what_is_retried() {
+        let transient = [
+            HttpError::Connect {
+                detail: "refused".into(),
+            },
+            HttpError::Interrupted("reset".into()),
+            status_failure(StatusCode::SERVICE_UNAVAILABLE, 200),
+            status_failure(StatusCode::REQUEST_TIMEOUT, 200),
+            status_failure(StatusCode::TOO_MANY_REQUESTS, 200),
+        ];
+        for e in transient {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.kind().is_transient(), "{e}");
+        }
+        let permanent = [
+            status_failure(StatusCode::NOT_FOUND, 200),
+            status_failure(StatusCode::UNAUTHORIZED, 200),
+            HttpError::Idle(600),
+            HttpError::Deadline(60),
+            HttpError::Protocol("message head is too large".into()),
+            HttpError::Tls("bad certificate".into()),
+        ];
+        for e in permanent {
+            assert!(!e.kind().is_transient(), "{e}");
+        }
     }
 }

@@ -105,6 +105,12 @@ impl Classify for HttpError {
                 status: 401 | 403, ..
             }
             | HttpError::ClientAuth(_) => ErrorKind::Auth,
+            HttpError::Status {
+                status: 408 | 429 | 500..=599,
+                ..
+            }
+            | HttpError::Connect { .. }
+            | HttpError::Interrupted(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Source,
         }
     }

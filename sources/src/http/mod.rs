@@ -28,11 +28,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use formats::error::Classify;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
-pub(crate) use classify::{bad_range, status_failure, Failure};
-use classify::{check_scheme, classify_reqwest};
+pub(crate) use classify::{bad_range, status_failure};
+use classify::{body_error, check_scheme, classify_reqwest};
 pub use egress::{Cidr, EgressPolicy};
 pub use error::HttpError;
 pub use options::{parse_header, read_header_dir, HttpOptions, RetryPolicy};
@@ -353,7 +354,7 @@ impl Net {
         &self,
         url: &Url,
         extra: &[(HeaderName, HeaderValue)],
-    ) -> Result<reqwest::Response, Failure> {
+    ) -> Result<reqwest::Response, HttpError> {
         self.check_destination(url)?;
         let (limit, on_timeout) = self.wait_limit()?;
         let opts = self.opts();
@@ -387,17 +388,14 @@ impl Net {
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(limit, req.send()).await {
-            Err(_) => Err(Failure {
-                err: on_timeout,
-                transient: false,
-            }),
+            Err(_) => Err(on_timeout),
             Ok(Err(e)) => Err(classify_reqwest(&e)),
             Ok(Ok(r)) => Ok(r),
         }
     }
 
     /// GET `url`, following redirects by our rules, until a final answer.
-    async fn follow(&self, start: &Url) -> Result<(Url, reqwest::Response), Failure> {
+    async fn follow(&self, start: &Url) -> Result<(Url, reqwest::Response), HttpError> {
         let mut url = start.clone();
         for hop in 0..=MAX_REDIRECTS {
             let resp = self.send(&url, &[]).await?;
@@ -421,16 +419,15 @@ impl Net {
                 return Err(HttpError::Url {
                     url: redact_text(next.as_str()),
                     reason: format!("redirect target longer than {MAX_URL_LEN} bytes"),
-                }
-                .into());
+                });
             }
             if url.scheme() == "https" && next.scheme() == "http" {
-                return Err(HttpError::Downgrade(redact(&next)).into());
+                return Err(HttpError::Downgrade(redact(&next)));
             }
             tracing::debug!(to = %redact(&next), "following redirect");
             url = next;
         }
-        Err(HttpError::TooManyRedirects(MAX_REDIRECTS).into())
+        Err(HttpError::TooManyRedirects(MAX_REDIRECTS))
     }
 
     /// The wait before retry `attempt` after `why`: the back-off delay,
@@ -466,16 +463,12 @@ impl Net {
     async fn next_chunk(
         &self,
         resp: &mut reqwest::Response,
-    ) -> Result<Option<bytes::Bytes>, Failure> {
+    ) -> Result<Option<bytes::Bytes>, HttpError> {
         let (limit, on_timeout) = self.wait_limit()?;
         match tokio::time::timeout(limit, resp.chunk()).await {
-            Err(_) => Err(on_timeout.into()),
+            Err(_) => Err(on_timeout),
             Ok(Ok(chunk)) => Ok(chunk),
-            Ok(Err(e)) => {
-                let mut f = classify_reqwest(&e);
-                f.transient = true;
-                Err(f)
-            }
+            Ok(Err(e)) => Err(body_error(&e)),
         }
     }
 
@@ -484,19 +477,19 @@ impl Net {
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, HttpError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
+        Fut: std::future::Future<Output = Result<T, HttpError>>,
     {
         let mut n = 0;
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(f) if f.transient && n < self.opts.retry.retries => {
-                    if !self.back_off(n, false, &f.err, None).await? {
-                        return Err(f.err);
+                Err(e) if e.kind().is_transient() && n < self.opts.retry.retries => {
+                    if !self.back_off(n, false, &e, None).await? {
+                        return Err(e);
                     }
                     n += 1;
                 }
-                Err(f) => return Err(f.err),
+                Err(e) => return Err(e),
             }
         }
     }

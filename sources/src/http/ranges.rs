@@ -20,7 +20,11 @@ use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 
 use super::stream::content_range;
-use super::{bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator};
+use formats::error::Classify;
+
+use super::{
+    bad_range, status_failure, HttpClient, HttpError, Net, Resource, Validator, MIN_PROGRESS,
+};
 use crate::meter::Meter;
 
 /// Bytes per range request.
@@ -317,19 +321,29 @@ async fn fetch(
                     home: Arc::downgrade(&shared.spares),
                 }))
             }
-            Err(f) if f.transient && failures < net.opts.retry.retries => {
-                let progressed = buf.len() > before;
+            Err(e) if e.kind().is_transient() && failures < net.opts.retry.retries => {
+                // As for streams (docs/http.md, "Retries"): only a break
+                // after real progress is free; less is a failure in a row.
+                let progressed = buf.len() - before >= MIN_PROGRESS as usize;
                 if progressed {
                     failures = 0;
                     net.stats.resumes.fetch_add(1, Ordering::Relaxed);
                 }
                 let at = Some(start + buf.len() as u64);
-                if !net.back_off(failures, progressed, &f.err, at).await? {
+                if !net.back_off(failures, progressed, &e, at).await? {
                     return Err(net.deadline_error());
                 }
                 failures += 1;
             }
-            Err(f) => return Err(f.err),
+            // A range that keeps breaking is a truncation.
+            Err(HttpError::Interrupted(detail)) => {
+                return Err(HttpError::Truncated {
+                    got: start + buf.len() as u64,
+                    expected: end.to_string(),
+                    detail,
+                })
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -341,7 +355,7 @@ async fn fetch_into(
     start: u64,
     end: u64,
     buf: &mut BytesMut,
-) -> Result<(), Failure> {
+) -> Result<(), HttpError> {
     let at = start + buf.len() as u64;
     let asked = format!("bytes={at}-{}", end - 1);
     let mut extra = vec![(header::RANGE, HeaderValue::from_str(&asked).expect("ASCII"))];
@@ -356,18 +370,17 @@ async fn fetch_into(
                 a == at && b == end - 1 && total.is_none_or(|t| t == res.length.unwrap_or(t))
             });
             if !ok {
-                return Err(bad_range(asked, cr).into());
+                return Err(bad_range(asked, cr));
             }
         }
         StatusCode::OK => {
             if Validator::of(resp.headers()) != res.validator {
-                return Err(HttpError::Changed("the server sent a new version".into()).into());
+                return Err(HttpError::Changed("the server sent a new version".into()));
             }
             if !(at == 0 && end == res.length.unwrap_or(u64::MAX)) {
                 return Err(HttpError::Protocol(format!(
                     "the server ignored the range request {asked}"
-                ))
-                .into());
+                )));
             }
         }
         s => return Err(status_failure(s, 206)),
@@ -379,8 +392,7 @@ async fn fetch_into(
                 if buf.len() as u64 + n > end - start {
                     return Err(HttpError::Protocol(format!(
                         "more bytes than asked for in {asked}"
-                    ))
-                    .into());
+                    )));
                 }
                 net.stats.fetched.fetch_add(n, Ordering::Relaxed);
                 if let Some(m) = meter {
@@ -392,14 +404,7 @@ async fn fetch_into(
                 if buf.len() as u64 == end - start {
                     return Ok(());
                 }
-                return Err(Failure {
-                    err: HttpError::Truncated {
-                        got: start + buf.len() as u64,
-                        expected: end.to_string(),
-                        detail: "range response ended early".into(),
-                    },
-                    transient: true,
-                });
+                return Err(HttpError::Interrupted("range response ended early".into()));
             }
         }
     }

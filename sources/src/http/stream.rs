@@ -13,13 +13,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use formats::error::Classify;
 use reqwest::header::{self, HeaderValue};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use super::{
-    bad_range, status_failure, Failure, HttpClient, HttpError, Net, Resource, Validator,
-    MIN_PROGRESS,
+    bad_range, status_failure, HttpClient, HttpError, Net, Resource, Validator, MIN_PROGRESS,
 };
 
 /// Bytes handed to the reader at a time.
@@ -122,7 +122,11 @@ pub(super) fn content_range(v: Option<&HeaderValue>) -> Option<(u64, u64, Option
 
 /// Asks for the rest of the body from `pos`. Returns the response and how
 /// many of its first bytes to drop.
-async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Response, u64), Failure> {
+async fn resume(
+    net: &Net,
+    res: &Resource,
+    pos: u64,
+) -> Result<(reqwest::Response, u64), HttpError> {
     if let (true, Some(v)) = (res.ranges && pos > 0, &res.validator) {
         let range = HeaderValue::from_str(&format!("bytes={pos}-")).expect("ASCII");
         let resp = net
@@ -145,7 +149,7 @@ async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Respons
                     {
                         Ok((resp, 0))
                     }
-                    _ => Err(bad_range(format!("bytes={pos}-"), cr).into()),
+                    _ => Err(bad_range(format!("bytes={pos}-"), cr)),
                 }
             }
             StatusCode::OK => {
@@ -154,7 +158,7 @@ async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Respons
                     // The range was ignored: the whole body again.
                     Ok((resp, pos))
                 } else {
-                    Err(HttpError::Changed(describe_change(res, resp.headers())).into())
+                    Err(HttpError::Changed(describe_change(res, resp.headers())))
                 }
             }
             s => Err(status_failure(s, 206)),
@@ -165,8 +169,7 @@ async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Respons
             got: pos,
             expected: res.length.map_or("unknown".into(), |l| l.to_string()),
             detail: "the server offers no way to resume safely (no Accept-Ranges, or no ETag or Last-Modified to pin the version)".into(),
-        }
-        .into());
+        });
     }
     let resp = net.send(&res.url, &[]).await?;
     if resp.status() != StatusCode::OK {
@@ -174,10 +177,10 @@ async fn resume(net: &Net, res: &Resource, pos: u64) -> Result<(reqwest::Respons
     }
     let len = resp.content_length();
     if pos > 0 && !same_version(res, resp.headers(), len) {
-        return Err(HttpError::Changed(describe_change(res, resp.headers())).into());
+        return Err(HttpError::Changed(describe_change(res, resp.headers())));
     }
     if pos == 0 && len != res.length {
-        return Err(HttpError::Changed("Content-Length differs".into()).into());
+        return Err(HttpError::Changed("Content-Length differs".into()));
     }
     Ok((resp, pos))
 }
@@ -208,8 +211,8 @@ async fn pump(
     loop {
         let mut broken = match net.next_chunk(&mut resp).await {
             // The idle timeout or the deadline: not worth a retry.
-            Err(f) if !f.transient => return Err(f.err),
-            Err(f) => f,
+            Err(e) if !e.kind().is_transient() => return Err(e),
+            Err(e) => e,
             Ok(Some(mut chunk)) => {
                 let n = chunk.len() as u64;
                 net.stats.fetched.fetch_add(n, Ordering::Relaxed);
@@ -232,14 +235,11 @@ async fn pump(
                 continue;
             }
             Ok(None) => match res.length {
-                Some(len) if pos < len => Failure {
-                    err: HttpError::Truncated {
-                        got: pos,
-                        expected: len.to_string(),
-                        detail: "the connection closed early".into(),
-                    },
-                    transient: true,
-                },
+                // Resumed like any broken body; a truncation when it
+                // cannot be.
+                Some(len) if pos < len => {
+                    HttpError::Interrupted(format!("the connection closed early at {pos} of {len}"))
+                }
                 _ => {
                     if !batch.is_empty() {
                         tx.send(Msg::Data(batch.split().freeze()))
@@ -257,8 +257,8 @@ async fn pump(
                 .map_err(|_| closed())?;
         }
         loop {
-            if !broken.transient || failures >= net.opts.retry.retries {
-                return Err(match broken.err {
+            if !broken.kind().is_transient() || failures >= net.opts.retry.retries {
+                return Err(match broken {
                     e @ (HttpError::Truncated { .. }
                     | HttpError::Changed(_)
                     | HttpError::BadRange { .. }
@@ -273,7 +273,7 @@ async fn pump(
                 });
             }
             if !net
-                .back_off(failures, progressed, &broken.err, Some(pos))
+                .back_off(failures, progressed, &broken, Some(pos))
                 .await?
             {
                 return Err(net.deadline_error());
@@ -290,7 +290,7 @@ async fn pump(
                     skip = s;
                     break;
                 }
-                Err(f) => broken = f,
+                Err(e) => broken = e,
             }
         }
     }
