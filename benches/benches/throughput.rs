@@ -260,6 +260,65 @@ fn compressed_clusters(c: &mut Criterion) {
     g.finish();
 }
 
+/// A qcow2 image (512-byte clusters) whose refcount table names `blocks`
+/// refcount blocks, laid out after it: header, table, blocks, L1, L2, one
+/// data cluster. Streaming it parses every table entry and steps over
+/// every block.
+fn many_refcount_blocks(blocks: u64) -> Vec<u8> {
+    const C: u64 = 512;
+    let table_clusters = (blocks * 8).div_ceil(C);
+    let first_block = C + table_clusters * C;
+    let l1 = first_block + blocks * C;
+    let (l2, data) = (l1 + C, l1 + 2 * C);
+    let mut b = vec![0u8; (data + C) as usize];
+    let p32 = |b: &mut Vec<u8>, o: u64, v: u32| {
+        b[o as usize..o as usize + 4].copy_from_slice(&v.to_be_bytes());
+    };
+    let p64 = |b: &mut Vec<u8>, o: u64, v: u64| {
+        b[o as usize..o as usize + 8].copy_from_slice(&v.to_be_bytes());
+    };
+    b[0..4].copy_from_slice(b"QFI\xfb");
+    p32(&mut b, 4, 3);
+    p32(&mut b, 20, 9);
+    p64(&mut b, 24, 32768);
+    p32(&mut b, 36, 1);
+    p64(&mut b, 40, l1);
+    p64(&mut b, 48, C);
+    p32(&mut b, 56, table_clusters as u32);
+    p32(&mut b, 96, 4);
+    p32(&mut b, 100, 104);
+    for i in 0..blocks {
+        p64(&mut b, C + i * 8, first_block + i * C);
+    }
+    p64(&mut b, l1, 0x8000_0000_0000_0000 | l2);
+    p64(&mut b, l2, 0x8000_0000_0000_0000 | data);
+    b[data as usize..].fill(0x5a);
+    b
+}
+
+/// The stream reader keeps metadata still ahead in an ordered set: a
+/// refcount table four times larger must take about four times as long
+/// (linear), not sixteen (quadratic).
+fn qcow2_stream_metadata(c: &mut Criterion) {
+    use formats::qcow2::stream::{Qcow2Stream, SpillOptions};
+    let mut g = c.benchmark_group("qcow2_stream_refcount_blocks_gz");
+    g.sample_size(10);
+    for blocks in [16_384u64, 65_536] {
+        let img = many_refcount_blocks(blocks);
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&img).unwrap();
+        let gz = e.finish().unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(blocks), &gz, |bch, gz| {
+            bch.iter(|| {
+                let d = flate2::read::MultiGzDecoder::new(&gz[..]);
+                let mut r = Qcow2Stream::open(d, SpillOptions::default()).unwrap();
+                while r.next_extent().unwrap().is_some() {}
+            });
+        });
+    }
+    g.finish();
+}
+
 #[allow(missing_docs)]
 mod group {
     use super::*;
@@ -269,7 +328,8 @@ mod group {
         raw_reader,
         file_sink,
         qcow2_mapping,
-        compressed_clusters
+        compressed_clusters,
+        qcow2_stream_metadata
     );
 }
 use group::benches;

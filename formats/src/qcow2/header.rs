@@ -207,7 +207,7 @@ fn be32(b: &[u8], off: usize) -> u32 {
 }
 
 fn be64(b: &[u8], off: usize) -> u64 {
-    super::map::be64(&b[off..])
+    super::table::be64(&b[off..])
 }
 
 fn invalid(field: &'static str, value: u64, reason: &'static str) -> Qcow2Error {

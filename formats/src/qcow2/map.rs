@@ -7,12 +7,8 @@
 use super::error::Qcow2Error;
 use super::header::Header;
 use super::max_compressed_input;
+pub(crate) use super::table::be64;
 use super::table::{decode_l2, L2Entry};
-
-/// A big-endian u64 at the start of `b`.
-pub(crate) fn be64(b: &[u8]) -> u64 {
-    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
-}
 
 /// Where a piece of the guest disk comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,11 @@
 
 use super::error::Qcow2Error;
 
+/// A big-endian u64 at the start of `b` (table entries, header fields).
+pub(crate) fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
 /// L1 entry bits 9-55: the L2 table offset.
 pub const L1_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// L1 entry bits 0-8 and 56-62 are reserved.

@@ -412,11 +412,11 @@ pub(super) fn import(
         Ok(c) => c,
         Err(e) => return Outcome::failed(super::outcome::failure_message(&e)),
     };
-    let checksum = match super::import::checksum_setting(s) {
+    let checksum = match super::settings::checksum_setting(s) {
         Ok(c) => c,
         Err(o) => return o,
     };
-    let http = match super::import::http_options(s) {
+    let http = match super::settings::http_options(s) {
         Ok(h) => h,
         Err(o) => return o,
     };

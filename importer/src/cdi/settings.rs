@@ -2,9 +2,12 @@
 //! the flag of the same meaning (for tests and runs outside a pod); an
 //! empty variable counts as unset, as in CDI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::Settings;
+use sources::http::HttpOptions;
+
+use super::outcome::Outcome;
+use super::{parse_bool, under, Settings};
 use crate::cli::seconds;
 use crate::ImportError;
 
@@ -136,4 +139,60 @@ impl ImportArgs {
             http,
         })
     }
+}
+
+/// `IMPORTER_CHECKSUM`, parsed.
+pub(super) fn checksum_setting(s: &Settings) -> Result<Option<sources::meter::Checksum>, Outcome> {
+    match s.checksum.as_deref().filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(c) => c
+            .parse()
+            .map(Some)
+            .map_err(|e| Outcome::failed(format!("Unable to process data: {e}"))),
+    }
+}
+
+/// The whole download's bound in `import` when none is given: CDI has
+/// none, but a pod must not trickle forever (docs/http.md, "Retries").
+pub const IMPORT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The HTTP client settings from CDI's variables.
+pub(super) fn http_options(s: &Settings) -> Result<HttpOptions, Outcome> {
+    let mut http = s.http.clone();
+    http.deadline.get_or_insert(IMPORT_DEADLINE);
+    http.insecure = s
+        .insecure_tls
+        .as_deref()
+        .and_then(parse_bool)
+        .unwrap_or(false);
+    http.username = s.access_key_id.clone().filter(|v| !v.is_empty());
+    http.password = s.secret_key.clone().filter(|v| !v.is_empty());
+    if http.password.is_some() && http.username.is_none() {
+        http.username = Some(String::new());
+    }
+    for dir in [&s.cert_dir, &s.proxy_cert_dir].into_iter().flatten() {
+        let d = under(&s.root, dir);
+        if d.is_dir() {
+            http.ca_dirs.push(d);
+        }
+    }
+    for h in &s.extra_headers {
+        if !h.contains(':') {
+            // CDI drops such a header; it is logged here, never its text.
+            tracing::warn!("Ignoring an extra header without ':'.");
+            continue;
+        }
+        match sources::http::parse_header(h) {
+            Ok(h) => http.headers.push(h),
+            Err(e) => return Err(Outcome::failed(format!("Unable to process data: {e}"))),
+        }
+    }
+    let header_dir = under(&s.root, Path::new("/extraheaders"));
+    if header_dir.is_dir() {
+        match sources::http::read_header_dir(&header_dir) {
+            Ok(h) => http.headers.extend(h),
+            Err(e) => return Err(Outcome::failed(format!("Unable to process data: {e}"))),
+        }
+    }
+    Ok(http)
 }
