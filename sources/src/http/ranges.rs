@@ -322,11 +322,17 @@ async fn fetch(
                 }))
             }
             Err(e) if e.kind().is_transient() && failures < net.opts.retry.retries => {
-                // As for streams (docs/http.md, "Retries"): only a break
-                // after real progress is free; less is a failure in a row.
-                let progressed = buf.len() - before >= MIN_PROGRESS as usize;
-                if progressed {
+                // A block is 2 MiB: the first break after any progress is
+                // retried at once (a reset mid-block costs nothing), but the
+                // count of failures in a row starts again only after real
+                // progress (docs/http.md, "Retries"), so a server that
+                // sends a byte and closes runs out of retries.
+                let made = buf.len() - before;
+                if made >= MIN_PROGRESS as usize {
                     failures = 0;
+                }
+                let progressed = made > 0;
+                if progressed {
                     net.stats.resumes.fetch_add(1, Ordering::Relaxed);
                 }
                 let at = Some(start + buf.len() as u64);
