@@ -123,30 +123,32 @@ fn map_resolve(e: rustix::io::Errno, path: &Path) -> ArchiveError {
     }
 }
 
-/// Opens (creating when missing) the directory `comps` beneath `root`.
-fn open_dir(root: &OwnedFd, comps: &[&OsStr], path: &Path) -> Result<OwnedFd, ArchiveError> {
+/// Opens the directory `comps` beneath `root`, never through a symbolic
+/// link; with `create`, missing directories are made on the way.
+fn walk_dirs(root: &OwnedFd, comps: &[&OsStr], create: bool) -> rustix::io::Result<OwnedFd> {
     let mut fd = rustix::fs::openat2(
         root,
         ".",
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
         BENEATH,
-    )
-    .map_err(|e| map_resolve(e, path))?;
+    )?;
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     for c in comps {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         fd = match rustix::fs::openat2(&fd, *c, flags, Mode::empty(), BENEATH) {
-            Ok(f) => f,
-            Err(rustix::io::Errno::NOENT) => {
-                rustix::fs::mkdirat(&fd, *c, Mode::from_raw_mode(0o755))
-                    .map_err(|e| ArchiveError::Io(e.into()))?;
-                rustix::fs::openat2(&fd, *c, flags, Mode::empty(), BENEATH)
-                    .map_err(|e| map_resolve(e, path))?
+            Err(rustix::io::Errno::NOENT) if create => {
+                rustix::fs::mkdirat(&fd, *c, Mode::from_raw_mode(0o755))?;
+                rustix::fs::openat2(&fd, *c, flags, Mode::empty(), BENEATH)?
             }
-            Err(e) => return Err(map_resolve(e, path)),
+            other => other?,
         };
     }
     Ok(fd)
+}
+
+/// Opens (creating when missing) the directory `comps` beneath `root`.
+fn open_dir(root: &OwnedFd, comps: &[&OsStr], path: &Path) -> Result<OwnedFd, ArchiveError> {
+    walk_dirs(root, comps, true).map_err(|e| map_resolve(e, path))
 }
 
 /// Mode bits kept: permissions only (setuid, setgid, sticky dropped).
@@ -162,18 +164,8 @@ const MAX_LINK_HOPS: usize = 40;
 /// when that path is missing, not a link, or below a non-directory.
 fn read_link(root: &OwnedFd, comps: &[std::ffi::OsString]) -> Option<std::ffi::OsString> {
     let (name, dir) = comps.split_last()?;
-    let mut fd = rustix::fs::openat2(
-        root,
-        ".",
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        BENEATH,
-    )
-    .ok()?;
-    for c in dir {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        fd = rustix::fs::openat2(&fd, c, flags, Mode::empty(), BENEATH).ok()?;
-    }
+    let dir: Vec<&OsStr> = dir.iter().map(|c| c.as_os_str()).collect();
+    let fd = walk_dirs(root, &dir, false).ok()?;
     let text = rustix::fs::readlinkat(&fd, name, Vec::new()).ok()?;
     Some(std::os::unix::ffi::OsStringExt::from_vec(text.into_bytes()))
 }

@@ -30,6 +30,16 @@ impl<R: Read> Qcow2Stream<R> {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.write_spill(off, bytes)?;
+        if self.spill.bytes > self.spill_opts.limit && !self.spooled {
+            self.spool_rest()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` of host offset `off` to the spill file and records
+    /// the range.
+    fn write_spill(&mut self, off: u64, bytes: &[u8]) -> Result<(), Qcow2Error> {
         self.spill.bytes += bytes.len() as u64;
         let f = self.spill_file()?;
         f.write_all_at(bytes, off)
@@ -41,9 +51,6 @@ impl<R: Read> Qcow2Stream<R> {
         match self.spill.ranges.last_mut() {
             Some(last) if last.1 == off => last.1 += bytes.len() as u64,
             _ => self.spill.ranges.push((off, off + bytes.len() as u64)),
-        }
-        if self.spill.bytes > self.spill_opts.limit && !self.spooled {
-            self.spool_rest()?;
         }
         Ok(())
     }
@@ -60,18 +67,7 @@ impl<R: Read> Qcow2Stream<R> {
             if got == 0 {
                 break;
             }
-            self.spill.bytes += got as u64;
-            let f = self.spill_file()?;
-            f.write_all_at(&buf[..got], at)
-                .map_err(|source| Qcow2Error::Reading {
-                    what: "spill file",
-                    offset: at,
-                    source,
-                })?;
-            match self.spill.ranges.last_mut() {
-                Some(last) if last.1 == at => last.1 += got as u64,
-                _ => self.spill.ranges.push((at, at + got as u64)),
-            }
+            self.write_spill(at, &buf[..got])?;
         }
         self.parse_passed_ahead()
     }
