@@ -201,16 +201,16 @@ impl<R: Read> Qcow2Stream<R> {
             bytes.resize((end - start) as usize, 0);
             self.read_stream(&mut bytes[have..], "metadata")?;
         }
+        // Kept where `read_spilled` finds it: a table parsed here may point
+        // back into the group (an L2 table right after its L1).
+        self.last_meta = (start, bytes);
         for &(off, len, role) in &group {
             if role != Role::Skip {
                 let from = (off - start) as usize;
-                let slice = bytes[from..from + len as usize].to_vec();
-                self.last_meta = (start, bytes);
+                let slice = self.last_meta.1[from..from + len as usize].to_vec();
                 self.parse_meta(role, off, &slice)?;
-                bytes = std::mem::take(&mut self.last_meta.1);
             }
         }
-        self.last_meta = (start, bytes);
         Ok(())
     }
 
