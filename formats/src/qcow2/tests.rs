@@ -182,8 +182,10 @@ fn same_outcome(img: &[u8]) -> Result<(), TestCaseError> {
 /// structure's offset, zero, the file end, and near misses.
 fn interesting(len: usize) -> Vec<u64> {
     let mut v = vec![0, 1, 512, 1024, 1536, 2048, 2560, 3072, 3584, 4096];
-    // 14 values in all: the strategy below picks an index.
+    // 15 values in all: the strategy below picks an index. The last is the
+    // highest cluster-aligned offset, where `offset + cluster` overflows.
     v.extend([len as u64, len as u64 - 512, len as u64 + 512, 1 << 40]);
+    v.push(u64::MAX & !0x1ff);
     v
 }
 
@@ -238,7 +240,7 @@ proptest! {
     #[test]
     fn mutated_pointers_give_the_same_outcome_both_ways(
         which in any::<u8>(),
-        muts in proptest::collection::vec((0usize..640, 0usize..14, any::<bool>()), 1..4)
+        muts in proptest::collection::vec((0usize..640, 0usize..15, any::<bool>()), 1..4)
     ) {
         let mut img = base_image(which);
         let values = interesting(img.len());
@@ -264,4 +266,20 @@ fn fuzz_compare_1_short_l1_cluster_at_the_end_reads_the_same_both_ways() {
     let a = random_access(img).expect("random access accepts it");
     let s = streamed(img).expect("so must the stream");
     assert!(a == s);
+}
+
+/// Found by the qcow2_stream fuzz target in CI: a refcount table entry at
+/// the highest cluster-aligned offset. The stream reader computed where the
+/// block ends (`offset + cluster`) and overflowed; random access refuses it
+/// as beyond the end of the file, and so must the stream, without a panic.
+#[test]
+fn fuzz_stream_1_refcount_block_at_the_top_of_the_offset_range_is_refused_both_ways() {
+    for cluster_aligned in [u64::MAX & !0x1ff, u64::MAX & !0xffff] {
+        let mut img = tiny_image();
+        img[512..520].copy_from_slice(&cluster_aligned.to_be_bytes());
+        let a = random_access(&img).expect_err("random access refuses it");
+        assert!(a.contains("beyond end of file"), "{a}");
+        let s = streamed(&img).expect_err("so must the stream");
+        assert!(s.contains("beyond end of file"), "{s}");
+    }
 }

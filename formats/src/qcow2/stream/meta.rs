@@ -16,8 +16,9 @@ impl<R: Read> Qcow2Stream<R> {
     /// there, or now from what was kept if it already streamed past.
     pub(super) fn add_meta(&mut self, off: u64, len: u64, role: Role) -> Result<(), Qcow2Error> {
         // Anything not wholly behind is read (the part still ahead must be
-        // in the file, as random access requires).
-        if off + len > self.pos || self.spooled {
+        // in the file, as random access requires). Offsets come from the
+        // image: an end past u64 saturates and is then beyond any file.
+        if off.saturating_add(len) > self.pos || self.spooled {
             if role == Role::L2 && self.ahead.insert((off, len, role)) {
                 self.l2_ahead += 1;
             } else {
@@ -59,7 +60,7 @@ impl<R: Read> Qcow2Stream<R> {
                     }
                     if let Some(&(h, _)) = claims
                         .get(claims.partition_point(|c| c.1 <= e))
-                        .filter(|c| c.0 < e + cluster)
+                        .filter(|c| c.0 < e.saturating_add(cluster))
                     {
                         return Err(Qcow2Error::Overlap {
                             what: "Data cluster",
@@ -145,7 +146,7 @@ impl<R: Read> Qcow2Stream<R> {
                 break;
             }
             self.pop_ahead();
-            if off + len > self.pos {
+            if off.saturating_add(len) > self.pos {
                 return Err(cut("Metadata", off, len, self.pos));
             }
             if role == Role::Skip {
@@ -174,13 +175,13 @@ impl<R: Read> Qcow2Stream<R> {
             return Ok(());
         };
         let start = first.0;
-        let mut end = first.0 + first.1;
+        let mut end = first.0.saturating_add(first.1);
         let mut group = vec![first];
         while let Some(&(off, len, _)) = self.ahead.first() {
             if off >= end.max(self.pos) {
                 break;
             }
-            end = end.max(off + len);
+            end = end.max(off.saturating_add(len));
             group.extend(self.pop_ahead());
         }
         let behind_end = self.pos.min(end);
