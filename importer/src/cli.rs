@@ -50,6 +50,9 @@ pub struct HttpArgs {
     /// Refuse connecting to this address or range (besides link-local and metadata). Repeatable. Through a proxy, host names are resolved by the proxy: only IP literals in URLs can be checked.
     #[arg(long, value_name = "CIDR")]
     deny_destination: Vec<sources::http::Cidr>,
+    /// Image sources: the platform to pull from a multi-platform image, os/arch[/variant] or arch (default: linux and this machine's architecture).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `v` seconds as a duration; a negative or non-finite value is a usage
@@ -60,6 +63,26 @@ pub fn seconds(what: &str, v: f64) -> Result<std::time::Duration, ImportError> {
 }
 
 impl HttpArgs {
+    /// The platform asked for, or this machine's.
+    pub fn wanted(&self) -> Result<sources::registry::Wanted, ImportError> {
+        Ok(match &self.platform {
+            Some(p) => sources::registry::Wanted {
+                platform: sources::registry::Platform::parse(p)
+                    .map_err(|e| ImportError::Usage(e.to_string()))?,
+                explicit: true,
+            },
+            None => sources::registry::Wanted::default(),
+        })
+    }
+
+    /// Everything a source needs to be opened.
+    pub fn open_options(&self) -> Result<sources::source::OpenOptions, ImportError> {
+        Ok(sources::source::OpenOptions {
+            http: self.options()?,
+            wanted: self.wanted()?,
+        })
+    }
+
     /// The client settings: headers parsed, header and password files read.
     pub fn options(&self) -> Result<sources::http::HttpOptions, ImportError> {
         use sources::http::{

@@ -87,7 +87,7 @@ enum Command {
         output: Option<OutputArg>,
         #[command(flatten)]
         http: HttpArgs,
-        /// Source: a path, - for standard input, or an http(s) URL.
+        /// Source: a path, - for standard input, an http(s) URL, or an image (docker://, oci:, oci-archive:).
         source: String,
         /// Target file or block device.
         target: PathBuf,
@@ -102,7 +102,7 @@ enum Command {
         output: OutputArg,
         #[command(flatten)]
         http: HttpArgs,
-        /// Source: a path, - for standard input, or an http(s) URL.
+        /// Source: a path, - for standard input, an http(s) URL, or an image (docker://, oci:, oci-archive:).
         source: String,
     },
 }
@@ -156,6 +156,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                     limit: spill_limit,
                 },
                 http: http.options()?,
+                wanted: http.wanted()?,
                 progress_state: None,
             };
             let started = std::time::Instant::now();
@@ -190,7 +191,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
             http,
             source,
         } => {
-            let r = pipeline::info(&source, source_format(fmt), &http.options()?)?;
+            let r = pipeline::info(&source, source_format(fmt), &http.open_options()?)?;
             match output {
                 OutputArg::Json => println!(
                     "{}",
@@ -198,6 +199,17 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                         .map_err(|e| ImportError::Internal(e.to_string()))?
                 ),
                 OutputArg::Human => {
+                    if let Some(i) = &r.image {
+                        println!("image: {}", i.reference);
+                        println!("manifest digest: {}", i.manifest_digest);
+                        println!("platform: {}", i.platform.shown());
+                        println!("layer: {}", i.layer);
+                        println!(
+                            "disk file: {} ({} bytes)",
+                            formats::text::escape(&i.file),
+                            i.file_size
+                        );
+                    }
                     println!("layers: {}", r.layers.join(" -> "));
                     println!("format: {}", r.format);
                     println!("virtual size: {} bytes", r.virtual_size);

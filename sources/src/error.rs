@@ -47,7 +47,7 @@ pub enum SourceError {
     #[error("Reading the source")]
     Reading(#[source] io::Error),
     /// A URL scheme no source takes.
-    #[error("Unsupported source scheme {scheme:?}: http, https, a path or - are accepted")]
+    #[error("Unsupported source scheme {scheme:?}: http, https, docker, oci, oci-archive, a path or - are accepted")]
     UnsupportedScheme {
         /// The scheme, escaped.
         scheme: String,
@@ -58,12 +58,21 @@ pub enum SourceError {
     /// Fetching an HTTP source failed.
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// Pulling an image failed (boxed: the variant is large).
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
     /// The source is not something we can read (a directory, a socket).
     #[error("Source {path:?} is not a regular file, block device or pipe")]
     UnsupportedSourceType {
         /// The path, escaped.
         path: String,
     },
+}
+
+impl From<crate::registry::RegistryError> for SourceError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        SourceError::Registry(Box::new(e))
+    }
 }
 
 impl SourceError {
@@ -89,6 +98,7 @@ impl Classify for SourceError {
             SourceError::UnsupportedScheme { .. } => ErrorKind::Usage,
             SourceError::AlreadyRead => ErrorKind::Internal,
             SourceError::Http(e) => e.kind(),
+            SourceError::Registry(e) => e.kind(),
         }
     }
 }

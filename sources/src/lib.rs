@@ -50,6 +50,7 @@ pub mod http;
 pub mod layers;
 pub mod meter;
 pub mod peek;
+pub mod registry;
 pub mod source;
 pub mod targuard;
 

@@ -1,7 +1,8 @@
 //! One way in for every source (docs/sources.md).
 //!
 //! ```text
-//! "-" | path | http(s)://...  --SourceSpec::parse-->  SourceSpec
+//! "-" | path | http(s)://... | docker:// | oci: | oci-archive:
+//!   --SourceSpec::parse-->  SourceSpec
 //!   --Source::open-->  Source: peek (detection, not metered)
 //!                        then exactly one of:
 //!                          take_stream  -> forward bytes       --+
@@ -31,6 +32,7 @@ use crate::file::{LocalSource, SparseFileChunks};
 use crate::http::{HttpClient, HttpOptions, Resource};
 use crate::meter::{Checksum, Meter, MeteredReadAt, MeteredReader};
 use crate::peek::PeekReader;
+use crate::registry::{ImageFacts, ImageRef, RegistryOptions, Wanted};
 use crate::SourceError;
 
 /// Where the bytes come from, as the user named it.
@@ -42,6 +44,17 @@ pub enum SourceSpec {
     File(PathBuf),
     /// An `http://` or `https://` URL.
     Http(String),
+    /// A container disk: the one file under `disk/` of an OCI image.
+    Image(ImageRef),
+}
+
+/// How to reach and choose what a spec names.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// TLS, credentials, retries (HTTP sources and registries).
+    pub http: HttpOptions,
+    /// The platform of a multi-platform image.
+    pub wanted: Wanted,
 }
 
 impl SourceSpec {
@@ -50,6 +63,9 @@ impl SourceSpec {
     pub fn parse(s: &str) -> Result<Self, SourceError> {
         if s == "-" {
             return Ok(SourceSpec::Stdin);
+        }
+        if ImageRef::is_image_ref(s) {
+            return Ok(SourceSpec::Image(ImageRef::parse(s)?));
         }
         if crate::http::is_url(s) {
             return Ok(SourceSpec::Http(s.to_owned()));
@@ -68,6 +84,7 @@ impl SourceSpec {
             SourceSpec::Stdin => "-".into(),
             SourceSpec::File(p) => formats::text::escape(&p.display().to_string()),
             SourceSpec::Http(u) => crate::http::redact_text(u),
+            SourceSpec::Image(i) => i.shown(),
         }
     }
 }
@@ -89,6 +106,7 @@ pub struct Source {
     length: Option<u64>,
     content_type: Option<String>,
     http: Option<HttpClient>,
+    image: Option<ImageFacts>,
     meter: Arc<Meter>,
 }
 
@@ -105,10 +123,12 @@ impl Source {
     /// Opens `spec`; `checksum` is verified over every byte read.
     pub fn open(
         spec: SourceSpec,
-        http: &HttpOptions,
+        opts: &OpenOptions,
         checksum: Option<&Checksum>,
     ) -> Result<Source, SourceError> {
+        let http = &opts.http;
         let meter = Meter::new(checksum);
+        let mut image = None;
         let (stream, extra, length, content_type, client): (Box<dyn Read + Send>, _, _, _, _) =
             match &spec {
                 SourceSpec::Stdin => (Box::new(std::io::stdin()), Extra::None, None, None, None),
@@ -133,6 +153,16 @@ impl Source {
                     let (len, ct) = (res.length, res.content_type.clone());
                     (Box::new(body), extra, len, ct, Some(client))
                 }
+                SourceSpec::Image(r) => {
+                    let ropts = RegistryOptions {
+                        http: http.clone(),
+                        wanted: opts.wanted.clone(),
+                    };
+                    let (facts, reader) = crate::registry::pull(r, &ropts)?;
+                    let len = Some(facts.file_size);
+                    image = Some(facts);
+                    (Box::new(reader), Extra::None, len, None, None)
+                }
             };
         Ok(Source {
             spec,
@@ -141,6 +171,7 @@ impl Source {
             length,
             content_type,
             http: client,
+            image,
             meter,
         })
     }
@@ -170,6 +201,11 @@ impl Source {
     /// The HTTP client, for its counters (HTTP sources).
     pub fn http(&self) -> Option<&HttpClient> {
         self.http.as_ref()
+    }
+
+    /// What was pulled (image sources).
+    pub fn image(&self) -> Option<&ImageFacts> {
+        self.image.as_ref()
     }
 
     /// Whether this is a network source.
@@ -268,7 +304,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&[7u8; 10_000]).unwrap();
         let spec = SourceSpec::File(f.path().to_owned());
-        let opts = HttpOptions::default();
+        let opts = OpenOptions::default();
 
         let mut s = Source::open(spec.clone(), &opts, None).unwrap();
         assert!(s.peek(512).unwrap().len() >= 512);

@@ -185,7 +185,7 @@ fn interesting(len: usize) -> Vec<u64> {
     // 15 values in all: the strategy below picks an index. The last is the
     // highest cluster-aligned offset, where `offset + cluster` overflows.
     v.extend([len as u64, len as u64 - 512, len as u64 + 512, 1 << 40]);
-    v.push(u64::MAX & !0x1ff);
+    v.push(!0x1ff_u64);
     v
 }
 
@@ -274,7 +274,7 @@ fn fuzz_compare_1_short_l1_cluster_at_the_end_reads_the_same_both_ways() {
 /// as beyond the end of the file, and so must the stream, without a panic.
 #[test]
 fn fuzz_stream_1_refcount_block_at_the_top_of_the_offset_range_is_refused_both_ways() {
-    for cluster_aligned in [u64::MAX & !0x1ff, u64::MAX & !0xffff] {
+    for cluster_aligned in [!0x1ff_u64, !0xffff_u64] {
         let mut img = tiny_image();
         img[512..520].copy_from_slice(&cluster_aligned.to_be_bytes());
         let a = random_access(&img).expect_err("random access refuses it");

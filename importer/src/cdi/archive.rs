@@ -365,7 +365,11 @@ fn fetch_and_extract(
 ) -> Result<(), (ArchiveError, bool)> {
     let fail = |e: ArchiveError| (e, false);
     let spec = sources::source::SourceSpec::Http(s.endpoint.clone());
-    let mut source = sources::source::Source::open(spec, &http, checksum)
+    let open = sources::source::OpenOptions {
+        http,
+        ..Default::default()
+    };
+    let mut source = sources::source::Source::open(spec, &open, checksum)
         .map_err(|e| fail(ArchiveError::Source(e)))?;
     let meter = source.meter().clone();
     progress.attach(meter.clone(), source.length());

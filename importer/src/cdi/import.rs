@@ -51,12 +51,31 @@ pub fn run(s: &Settings) -> Outcome {
     };
     match s.source.as_str() {
         "http" | "none" => {}
+        "registry" => {
+            // CDI: any other content type is a usage error logged without
+            // a termination message (exit 1).
+            if content != ContentType::Kubevirt || s.content_type.is_empty() {
+                return Outcome {
+                    exit_code: 1,
+                    termination: None,
+                    log: format!(
+                        "Unsupported content type {:?} for a registry source: kubevirt is required",
+                        formats::text::escape(&s.content_type)
+                    ),
+                };
+            }
+            // CDI takes docker:// and oci-archive: here; oci: is ours.
+            if let Err(e) = sources::registry::ImageRef::parse(&s.endpoint) {
+                return Outcome::failed(registry_failure(&ImportError::Source(e.into())));
+            }
+        }
         other => return Outcome::failed(format!("Unknown data source: {other}")),
     }
     // The endpoint is a URL of a scheme the source takes, never a path in
     // the importer's own container (a PVC annotation could otherwise copy a
     // mounted service-account token into a volume). CDI's words.
     if s.source == "http" && !sources::http::is_url(&s.endpoint) {
+        // (An image reference is only taken with IMPORTER_SOURCE=registry.)
         let scheme = sources::http::scheme_of(&s.endpoint).unwrap_or_default();
         return Outcome::failed(format!(
             "Unable to connect to http data source: HTTP request errored: Get {:?}: unsupported protocol scheme {:?}",
@@ -152,10 +171,29 @@ fn http(
     preallocate: bool,
     progress: &Arc<ProgressState>,
 ) -> Outcome {
-    let http = match http_options(s) {
+    let mut http = match http_options(s) {
         Ok(h) => h,
         Err(o) => return o,
     };
+    let registry = s.source == "registry";
+    let mut wanted = sources::registry::Wanted::default();
+    if registry {
+        // CDI gives registry credentials only when both are set.
+        if http.username.as_deref().is_none_or(str::is_empty) || http.password.is_none() {
+            http.username = None;
+            http.password = None;
+        }
+        if let Some(arch) = &s.registry_arch {
+            wanted = sources::registry::Wanted {
+                platform: sources::registry::Platform {
+                    architecture: arch.clone(),
+                    os: "linux".into(),
+                    variant: None,
+                },
+                explicit: true,
+            };
+        }
+    }
     let checksum = match checksum_setting(s) {
         Ok(c) => c,
         Err(o) => return o,
@@ -191,6 +229,7 @@ fn http(
         progress: false,
         spill: formats::qcow2::stream::SpillOptions::default(),
         http,
+        wanted,
         progress_state: Some(progress.clone()),
     };
     let started = std::time::Instant::now();
@@ -216,6 +255,9 @@ fn http(
             );
             let labels = if s.pull_method.as_deref() == Some("node") {
                 node_labels(&s.endpoint)
+            } else if let Some(image) = &report.image {
+                // Labels from the selected platform's config Env.
+                super::node::envs_to_labels(&image.env)
             } else {
                 BTreeMap::new()
             };
@@ -225,11 +267,40 @@ fn http(
         Err(ImportError::Source(e @ SourceError::ChecksumMismatch { .. })) => {
             Outcome::checksum_mismatch(describe(&e, false))
         }
+        Err(e) if registry => {
+            tracing::error!(kind = %e.kind(), "Import failed.");
+            Outcome::failed(registry_failure(&e))
+        }
         Err(e) => {
             tracing::error!(kind = %e.kind(), "Import failed.");
             Outcome::failed(failure_message(&e))
         }
     }
+}
+
+/// CDI's wording for a failed registry import: its controller sets the
+/// reason `ImagePullFailed` on "failed to pull image", and its tests match
+/// the prefix and the platform-choice text (docs/registry.md, "Messages").
+fn registry_failure(e: &ImportError) -> String {
+    let registry = match e {
+        ImportError::Source(SourceError::Registry(r)) => Some(r.as_ref()),
+        _ => None,
+    };
+    if let Some(r @ sources::registry::RegistryError::Reference { .. }) = registry {
+        return format!("Unable to process data: {}", describe(r, false));
+    }
+    if matches!(e, ImportError::TooLarge { .. }) {
+        return failure_message(e);
+    }
+    let choice = if registry.is_some_and(|r| r.is_choice_failure()) {
+        "Error retrieving image: "
+    } else {
+        ""
+    };
+    format!(
+        "Unable to process data: Unable to transfer source data to scratch space: Failed to read registry image: {choice}{}",
+        describe(e, false)
+    )
 }
 
 fn blank(target: &Target, image_size: Option<u64>, overhead: f64, preallocate: bool) -> Outcome {

@@ -79,6 +79,9 @@ pub struct Settings {
     pub done_file: Option<PathBuf>,
     /// Where the progress metric is served (CDI: 0.0.0.0:8443).
     pub metrics: Option<SocketAddr>,
+    /// `IMPORTER_REGISTRY_IMAGE_ARCHITECTURE`: the platform's architecture
+    /// to pull (registry sources).
+    pub registry_arch: Option<String>,
     /// `IMPORTER_PULL_METHOD`: `node` when a container disk is served by
     /// the image's own pod (node pull).
     pub pull_method: Option<String>,

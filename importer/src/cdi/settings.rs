@@ -17,10 +17,10 @@ pub struct ImportArgs {
     /// Root under which every CDI path is taken (/data, /dev/cdi-block-volume, /dev/termination-log, /certs, /extraheaders). Env DISKIMPORT_ROOT.
     #[arg(long)]
     root: Option<PathBuf>,
-    /// IMPORTER_SOURCE: http or none.
+    /// IMPORTER_SOURCE: http, registry or none.
     #[arg(long)]
     source: Option<String>,
-    /// IMPORTER_ENDPOINT: the URL.
+    /// IMPORTER_ENDPOINT: the URL, or the image (docker://, oci-archive:).
     #[arg(long)]
     endpoint: Option<String>,
     /// IMPORTER_CONTENTTYPE: kubevirt or archive.
@@ -50,6 +50,9 @@ pub struct ImportArgs {
     /// IMPORTER_PROXY_CERT_DIR: CA certificates for the proxy.
     #[arg(long)]
     proxy_cert_dir: Option<PathBuf>,
+    /// IMPORTER_REGISTRY_IMAGE_ARCHITECTURE: the architecture to pull from a multi-arch image.
+    #[arg(long)]
+    registry_arch: Option<String>,
     /// IMPORTER_CHECKSUM: ALGO:HEX of the source as served.
     #[arg(long)]
     checksum: Option<String>,
@@ -126,6 +129,7 @@ impl ImportArgs {
                 .or_else(|| setting(None, "IMPORTER_PROXY_CERT_DIR").map(PathBuf::from)),
             extra_headers: extra.into_iter().map(|(_, v)| v).collect(),
             checksum: setting(self.checksum, "IMPORTER_CHECKSUM"),
+            registry_arch: setting(self.registry_arch, "IMPORTER_REGISTRY_IMAGE_ARCHITECTURE"),
             ready_file: self
                 .ready_file
                 .or_else(|| setting(None, "IMPORTER_READY_FILE").map(PathBuf::from)),

@@ -22,7 +22,8 @@ use formats::{Extent, ExtentReader, FormatError};
 use sources::http::{HttpCounts, HttpOptions};
 use sources::layers::SourceFormat;
 use sources::meter::{Checksum, Meter};
-use sources::source::{Source, SourceSpec};
+use sources::registry::{ImageFacts, ImageRef, Wanted};
+use sources::source::{OpenOptions, Source, SourceSpec};
 
 use crate::error::ImportError;
 use crate::progress::ProgressBar;
@@ -60,8 +61,10 @@ pub struct ConvertOptions {
     pub progress: bool,
     /// Where the qcow2 stream path may spill, and how much.
     pub spill: SpillOptions,
-    /// How to fetch http(s) sources.
+    /// How to fetch http(s) sources and registries.
     pub http: HttpOptions,
+    /// The platform to pull from a multi-platform image.
+    pub wanted: Wanted,
     /// Progress for a metric endpoint (CDI's progress counter).
     pub progress_state: Option<Arc<crate::progress::ProgressState>>,
 }
@@ -88,6 +91,9 @@ pub struct Report {
     /// What the HTTP source did, for http(s) sources.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpReport>,
+    /// What was pulled, for image sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageFacts>,
 }
 
 /// Counters of an HTTP download.
@@ -123,9 +129,16 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
     match &spec {
         SourceSpec::File(p) => sink::refuse_source_as_target(Some(p), &opts.target)?,
         SourceSpec::Stdin => sink::refuse_source_as_target(None, &opts.target)?,
-        SourceSpec::Http(_) => {}
+        SourceSpec::Image(ImageRef::OciArchive { path, .. }) => {
+            sink::refuse_source_as_target(Some(path), &opts.target)?;
+        }
+        SourceSpec::Http(_) | SourceSpec::Image(_) => {}
     }
-    let mut source = Source::open(spec, &opts.http, opts.checksum.as_ref())?;
+    let open = OpenOptions {
+        http: opts.http.clone(),
+        wanted: opts.wanted.clone(),
+    };
+    let mut source = Source::open(spec, &open, opts.checksum.as_ref())?;
     let want = Want {
         format: opts.source_format,
         spill: opts.spill.clone(),
@@ -136,6 +149,16 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         tracing::warn!("{w}.");
     }
     let meter = source.meter().clone();
+    if let Some(i) = source.image() {
+        tracing::info!(
+            image = %i.reference,
+            manifest = %i.manifest_digest,
+            platform = %i.platform.shown(),
+            layer = %i.layer,
+            file = %formats::text::escape(&i.file),
+            "Image resolved"
+        );
+    }
     tracing::info!(
         layers = %prepared.layers,
         virtual_size = ?prepared.virtual_size,
@@ -207,6 +230,7 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         warnings: prepared.warnings,
         read_path,
         http: source.http().map(|c| c.stats().into()),
+        image: source.image().cloned(),
     })
 }
 
@@ -228,6 +252,9 @@ pub struct InfoReport {
     /// qcow2 details, when the image is qcow2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qcow2: Option<QcowFacts>,
+    /// The container image, for image sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageFacts>,
 }
 
 /// A sink that only counts.
@@ -259,6 +286,7 @@ fn qcow2_report(
         zero_bytes: size.saturating_sub(allocated),
         source_bytes: meter.bytes(),
         qcow2: Some(facts),
+        image: None,
     }
 }
 
@@ -266,15 +294,22 @@ fn qcow2_report(
 pub fn info(
     source: &str,
     format: SourceFormat,
-    http: &HttpOptions,
+    open: &OpenOptions,
 ) -> Result<InfoReport, ImportError> {
-    let mut source = Source::open(SourceSpec::parse(source)?, http, None)?;
+    let mut source = Source::open(SourceSpec::parse(source)?, open, None)?;
+    let image = source.image().cloned();
+    let mut report = info_of(&mut source, format)?;
+    report.image = image;
+    Ok(report)
+}
+
+fn info_of(source: &mut Source, format: SourceFormat) -> Result<InfoReport, ImportError> {
     let want = Want {
         format,
         spill: SpillOptions::default(),
         refs: References::Describe,
     };
-    let prepared = route(&mut source, &want)?;
+    let prepared = route(source, &want)?;
     let meter = source.meter().clone();
     let layers = prepared
         .layers
@@ -349,5 +384,6 @@ pub fn info(
         zero_bytes: stats.zero_bytes + (size - stats.end),
         source_bytes: meter.bytes(),
         qcow2: None,
+        image: None,
     })
 }

@@ -310,11 +310,8 @@ fn malformed_preallocation_exits_1_without_a_message() {
 #[test]
 fn unknown_source_and_blank_archive_use_cdi_messages() {
     let pod = Pod::new();
-    let out = pod.run(&[
-        ("IMPORTER_SOURCE", "registry"),
-        ("IMPORTER_ENDPOINT", "docker://x/y"),
-    ]);
-    assert_eq!(pod.outcome(&out, 1), "Unknown data source: registry");
+    let out = pod.run(&[("IMPORTER_SOURCE", "s3"), ("IMPORTER_ENDPOINT", "s3://x/y")]);
+    assert_eq!(pod.outcome(&out, 1), "Unknown data source: s3");
     let out = pod.run(&[
         ("IMPORTER_SOURCE", "none"),
         ("IMPORTER_CONTENTTYPE", "archive"),

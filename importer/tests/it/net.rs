@@ -433,6 +433,11 @@ impl FaultServer {
 }
 
 fn read_request(r: &mut BufReader<TcpStream>) -> Option<Req> {
+    // A TLS ClientHello (a client trying https first) gets the connection
+    // closed at once, as a plain-HTTP server's 400 would end it.
+    if r.fill_buf().ok()?.first() == Some(&0x16) {
+        return None;
+    }
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;

@@ -186,6 +186,10 @@ pub(crate) struct Net {
     origin: url::Origin,
     started: Instant,
     stats: HttpStats,
+    /// An `Authorization` value set by a protocol on top (a registry's
+    /// Bearer token): sent to the client's origin only, in place of the
+    /// configured credentials.
+    auth: std::sync::Mutex<Option<HeaderValue>>,
 }
 
 /// A configured client for one source URL.
@@ -249,6 +253,7 @@ impl HttpClient {
                 origin: url.origin(),
                 started: Instant::now(),
                 stats: HttpStats::default(),
+                auth: std::sync::Mutex::new(None),
             }),
             rt: Arc::new(rt),
         })
@@ -264,15 +269,101 @@ impl HttpClient {
     pub fn open(&self, url: &Url) -> Result<(Resource, HttpBody), HttpError> {
         let net = self.net.clone();
         let (final_url, resp) = self.rt.block_on(net.retrying(|| async {
-            let (u, resp) = net.follow(url).await?;
+            let (u, resp) = net.follow(url, &[]).await?;
             if resp.status() != StatusCode::OK {
                 return Err(status_failure(resp.status(), 200));
             }
             Ok((u, resp))
         }))?;
+        if resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            // H19: never decoded transparently; the bytes as served are the
+            // source (and what a checksum covers).
+            tracing::warn!("Server sent a Content-Encoding although identity was asked for.");
+        }
+        Ok(self.body(final_url, resp))
+    }
+
+    /// Sets the `Authorization` value sent to this client's origin (a
+    /// registry token), replacing the configured credentials there.
+    pub(crate) fn set_auth(&self, value: Option<HeaderValue>) {
+        let mut value = value;
+        if let Some(v) = value.as_mut() {
+            v.set_sensitive(true);
+        }
+        *self.net.auth.lock().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    /// A GET of `url` for a protocol on top: redirects followed, transient
+    /// failures (including 5xx, 408, 429) retried, any other status
+    /// returned for the caller to judge. `extra` headers go to `url`'s
+    /// origin only.
+    pub(crate) fn request(
+        &self,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<(Url, reqwest::Response), HttpError> {
+        self.request_with(url, extra, true)
+    }
+
+    /// [`HttpClient::request`], retried only when `retry` is set.
+    pub(crate) fn request_with(
+        &self,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        retry: bool,
+    ) -> Result<(Url, reqwest::Response), HttpError> {
+        let net = self.net.clone();
+        let tries = if retry {
+            self.net.opts.retry.retries
+        } else {
+            0
+        };
+        self.rt.block_on(net.retrying_up_to(tries, || async {
+            let (u, resp) = net.follow(url, extra).await?;
+            let status = resp.status();
+            if status.is_server_error()
+                || status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS
+            {
+                return Err(status_failure(status, 200));
+            }
+            Ok((u, resp))
+        }))
+    }
+
+    /// Reads a small answer body: at most `limit` bytes, else `None`
+    /// without reading further.
+    pub(crate) fn read_small(
+        &self,
+        mut resp: reqwest::Response,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, HttpError> {
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Ok(None);
+        }
+        let net = self.net.clone();
+        self.rt.block_on(async move {
+            let mut out = Vec::new();
+            while let Some(chunk) = net.next_chunk(&mut resp).await? {
+                if (out.len() + chunk.len()) as u64 > limit {
+                    return Ok(None);
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(Some(out))
+        })
+    }
+
+    /// The body of a response from [`HttpClient::request`], as a reader
+    /// resumed with ranges like [`HttpClient::open`]'s.
+    pub(crate) fn body(&self, url: Url, resp: reqwest::Response) -> (Resource, HttpBody) {
         let h = resp.headers();
         let resource = Resource {
-            url: final_url,
+            url,
             length: resp.content_length(),
             content_type: h
                 .get(header::CONTENT_TYPE)
@@ -283,15 +374,8 @@ impl HttpClient {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bytes")),
             validator: Validator::of(h),
         };
-        if h.get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-        {
-            // H19: never decoded transparently; the bytes as served are the
-            // source (and what a checksum covers).
-            tracing::warn!("Server sent a Content-Encoding although identity was asked for.");
-        }
         let body = HttpBody::start(self, resource.clone(), resp);
-        Ok((resource, body))
+        (resource, body)
     }
 
     /// Random access to `resource` by range requests; bytes received are
@@ -365,7 +449,15 @@ impl Net {
         let _ = bare.set_username("");
         let _ = bare.set_password(None);
         let mut req = self.client.get(bare);
-        if url.origin() == self.origin {
+        let token = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Exactly one Authorization header: one passed with the request
+        // wins, then a protocol token, then the configured credentials.
+        let own = extra.iter().any(|(n, _)| n == header::AUTHORIZATION);
+        if own || url.origin() != self.origin {
+            // Nothing of ours goes to another origin.
+        } else if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, token);
+        } else {
             let explicit = opts
                 .headers
                 .iter()
@@ -394,11 +486,21 @@ impl Net {
         }
     }
 
-    /// GET `url`, following redirects by our rules, until a final answer.
-    async fn follow(&self, start: &Url) -> Result<(Url, reqwest::Response), HttpError> {
+    /// GET `url`, following redirects by our rules, until a final answer;
+    /// `extra` headers go to hops on `start`'s origin only.
+    async fn follow(
+        &self,
+        start: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+    ) -> Result<(Url, reqwest::Response), HttpError> {
         let mut url = start.clone();
         for hop in 0..=MAX_REDIRECTS {
-            let resp = self.send(&url, &[]).await?;
+            let extra = if url.origin() == start.origin() {
+                extra
+            } else {
+                &[]
+            };
+            let resp = self.send(&url, extra).await?;
             let status = resp.status();
             if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
                 return Ok((url, resp));
@@ -474,7 +576,16 @@ impl Net {
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries
     /// are used up.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, HttpError>
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, HttpError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HttpError>>,
+    {
+        self.retrying_up_to(self.opts.retry.retries, attempt).await
+    }
+
+    /// [`Net::retrying`] with at most `retries` retries.
+    async fn retrying_up_to<T, F, Fut>(&self, retries: u32, mut attempt: F) -> Result<T, HttpError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, HttpError>>,
@@ -483,7 +594,7 @@ impl Net {
         loop {
             match attempt().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.kind().is_transient() && n < self.opts.retry.retries => {
+                Err(e) if e.kind().is_transient() && n < retries => {
                     if !self.back_off(n, false, &e, None).await? {
                         return Err(e);
                     }
