@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 rm -rf seeds
-mkdir -p seeds/{qcow2,layers,tar}
+mkdir -p seeds/{qcow2,layers,tar,registry}
 
 q() { # name size create-options qemu-io-commands...
   local name=$1 size=$2 opts=$3
@@ -51,4 +51,21 @@ for fmt in gnu pax ustar; do
 done
 tar --format=pax --sparse -C "$t/tree" -cf seeds/tar/pax-sparse.tar sparse
 tar --format=gnu --sparse -C "$t/tree" -cf seeds/tar/gnu-sparse.tar sparse
+
+# Registry: manifests, an index, a config, and container-disk layers (two
+# layers joined by the target's 0xff 0x00 0xff separator: a whiteout above).
+registry() {
+  local r=seeds/registry d=sha256:$(printf 'a%.0s' {1..64})
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":10}]}' $d $d > $r/manifest.json
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":1,"platform":{"architecture":"amd64","os":"linux"}},{"digest":"%s","size":1,"platform":{"architecture":"arm64","os":"linux","variant":"v8"}}]}' $d $d > $r/index.json
+  printf '{"architecture":"amd64","os":"linux","config":{"Env":["TEST_KUBEVIRT_IO_TEST=x"],"Labels":{"containers.bootc":"1"}}}' > $r/config.json
+  mkdir -p "$t/cd/disk"
+  cp seeds/qcow2/c512 "$t/cd/disk/disk.qcow2"
+  tar --format=gnu -C "$t/cd" -cf $r/layer.tar disk
+  gzip -c $r/layer.tar > $r/layer.tar.gz
+  mkdir -p "$t/wh/disk" && : > "$t/wh/disk/.wh.disk.qcow2" && printf x > "$t/wh/disk/new.img"
+  tar --format=gnu -C "$t/wh" -cf "$t/wh.tar" disk
+  { cat $r/layer.tar; printf '\xff\x00\xff'; cat "$t/wh.tar"; } > $r/two-layers
+}
+registry
 ls -la seeds/*

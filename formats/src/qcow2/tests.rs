@@ -283,3 +283,17 @@ fn fuzz_stream_1_refcount_block_at_the_top_of_the_offset_range_is_refused_both_w
         assert!(s.contains("beyond end of file"), "{s}");
     }
 }
+
+/// Found by the qcow2_compare fuzz target: an image with no L1 entries
+/// (`l1_size` 0, a disk of size 0) whose L1 offset lies past the end of
+/// the file. qemu never reads an empty L1 table and opens it; random access
+/// tried to read zero bytes there and failed, the stream accepted it.
+#[test]
+fn fuzz_compare_2_empty_l1_table_far_past_the_end_reads_the_same_both_ways() {
+    let img = include_bytes!("../../tests/fuzz/compare-2.qcow2");
+    assert_eq!(
+        random_access(img).expect("random access accepts it"),
+        Vec::<u8>::new()
+    );
+    assert_eq!(streamed(img).expect("so does the stream"), Vec::<u8>::new());
+}

@@ -346,3 +346,57 @@ pub fn pull(
     };
     Ok((facts, reader))
 }
+
+/// A store over blobs in memory, for the fuzz target and tests.
+struct MemStore(std::collections::HashMap<String, Vec<u8>>);
+
+impl Store for MemStore {
+    fn top(&mut self) -> Result<Fetched, RegistryError> {
+        Err(RegistryError::Usage(
+            "a memory store has no manifest".into(),
+        ))
+    }
+
+    fn manifest(&mut self, _: &Descriptor) -> Result<Fetched, RegistryError> {
+        self.top()
+    }
+
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send>, RegistryError> {
+        let b = self.0.get(&desc.digest).cloned().unwrap_or_default();
+        Ok(Box::new(std::io::Cursor::new(b)))
+    }
+}
+
+/// Walks `layers` (blobs as stored, base first, with correct digests) as
+/// an image's layers and reads the disk file, at most `budget` bytes: its
+/// path and bytes. For the `registry_layers` fuzz target.
+#[doc(hidden)]
+pub fn read_layers(layers: &[Vec<u8>], budget: u64) -> Result<(String, Vec<u8>), RegistryError> {
+    let mut blobs = std::collections::HashMap::new();
+    let descs = layers
+        .iter()
+        .map(|b| {
+            let digest = manifest::digest_of("sha256", b);
+            blobs.insert(digest.clone(), b.clone());
+            Descriptor {
+                media_type: String::new(),
+                digest,
+                size: b.len() as u64,
+                urls: Vec::new(),
+                platform: None,
+                annotations: Default::default(),
+            }
+        })
+        .collect();
+    let (found, reader) = walk::start(Box::new(MemStore(blobs)), descs)?;
+    let mut out = Vec::new();
+    reader
+        .take(budget)
+        .read_to_end(&mut out)
+        .map_err(|e| RegistryError::Layer {
+            digest: found.layer.clone(),
+            detail: e.to_string(),
+            kind: formats::error::classify_io(&e),
+        })?;
+    Ok((found.path, out))
+}
