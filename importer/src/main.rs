@@ -51,6 +51,12 @@ enum OutputArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Node pull: serve the one file of a container disk's /disk to the importer (CDI's cdi-containerimage-server; Go-style flags -p, -image-dir, -ready-file, -done-file). Also built as the static binary diskimport-serve-image.
+    ServeImage {
+        /// The server's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run as CDI's importer: settings from CDI's environment (or flags), the result as a termination message.
     Import(ImportArgs),
     /// Convert SOURCE (a path, or - for standard input) to a raw TARGET file or block device.
@@ -118,6 +124,7 @@ fn source_format(f: FormatArg) -> SourceFormat {
 fn run(cli: Cli) -> Result<(), ImportError> {
     match cli.command {
         Command::Import(_) => unreachable!("import is run by run_import"),
+        Command::ServeImage { .. } => unreachable!("serve-image is run before parsing"),
         Command::Convert {
             source_format: fmt,
             preallocation,
@@ -325,6 +332,14 @@ fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // serve-image takes Go-style flags (-image-dir): handed over as they are.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if argv.get(1).map(String::as_str) == Some("serve-image") {
+        let code = serveimage::main_with(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     tune_allocator();
     let cli = Cli::parse_from(cdi_args());
     if let Command::Import(args) = cli.command {

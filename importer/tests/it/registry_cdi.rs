@@ -180,3 +180,188 @@ fn cdi_registry_import_with_ca_pem_credentials_and_cdi_failure_texts() {
         assert!(!pod.disk().exists());
     }
 }
+
+// ---------------------------------------------------------------------
+// Node pull: the static server inside an otherwise empty root.
+
+/// Builds `diskimport-serve-image` statically (glibc's static libc; the
+/// crate uses the standard library only), once per test run.
+fn static_server() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let host = String::from_utf8(
+            std::process::Command::new("rustc")
+                .arg("-vV")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .unwrap();
+        let target_dir = ws.join("target/static");
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(&ws)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "serveimage",
+                "--bin",
+                "diskimport-serve-image",
+                "--target",
+                &host,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir
+            .join(&host)
+            .join("release/diskimport-serve-image")
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn node_pull_serves_the_disk_from_an_otherwise_empty_root() {
+    if !crate::common::privileged() {
+        return;
+    }
+    let c = disk(30);
+    let pod = Pod::new();
+    let root = pod.root();
+    // The image's file system: /disk/<file> and the shared volume; the
+    // server is copied in as CDI's init container does. No libc, no shell.
+    std::fs::create_dir_all(root.join("disk")).unwrap();
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("disk/cirros.qcow2"), &c.qcow2).unwrap();
+    std::fs::copy(static_server(), root.join("server")).unwrap();
+    let port = free_port();
+    // Found on our PATH: the server's environment is cleared below.
+    let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chroot");
+    let mut server = std::process::Command::new(chroot)
+        .arg(root)
+        .args(["/server", "-p", &port.to_string(), "-image-dir", "/disk"])
+        .args(["-ready-file", "/shared/ready", "-done-file", "/shared/done"])
+        .env_clear()
+        .env("TEST_KUBEVIRT_IO_TEST", "nodevalue")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = root.join("shared/ready");
+    for _ in 0..100 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&ready).unwrap(), "cirros.qcow2");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&ready).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Ranges as nbdkit-curl and our range reader use them.
+    let url = format!("http://127.0.0.1:{port}/cirros.qcow2");
+    let part = std::process::Command::new("curl")
+        .args(["-sf", "-r", "100-199", &url])
+        .output()
+        .unwrap();
+    assert_eq!(part.stdout, c.qcow2[100..200]);
+    let headers = std::process::Command::new("curl")
+        .args(["-sfI", &url])
+        .output()
+        .unwrap();
+    let h = String::from_utf8_lossy(&headers.stdout).to_lowercase();
+    assert!(
+        h.contains("accept-ranges: bytes") && h.contains("last-modified:"),
+        "{h}"
+    );
+    assert!(
+        h.contains(&format!("content-length: {}", c.qcow2.len())),
+        "{h}"
+    );
+    // The importer, as CDI's node-pull pod runs it.
+    let ep = format!("http://localhost:{port}/disk.img");
+    let out = pod.run(&[
+        ("IMPORTER_SOURCE", "http"),
+        ("IMPORTER_CONTENTTYPE", "kubevirt"),
+        ("IMPORTER_ENDPOINT", &ep),
+        ("IMPORTER_PULL_METHOD", "node"),
+        ("IMPORTER_READY_FILE", "/shared/ready"),
+        ("IMPORTER_DONE_FILE", "/shared/done"),
+    ]);
+    let v = pod.json(&out);
+    assert_eq!(v["message"], "Import Complete");
+    assert_eq!(v["labels"]["test.kubevirt.io/test"], "nodevalue");
+    assert!(std::fs::read(pod.disk()).unwrap() == c.raw);
+    // The done file stops the server: exit 0, done and ready files gone.
+    let mut status = None;
+    for _ in 0..60 {
+        if let Some(s) = server.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = server.kill();
+        panic!("the server did not stop after the done file")
+    });
+    assert!(status.success());
+    assert!(!root.join("shared/done").exists() && !ready.exists());
+    let mut listing = String::new();
+    std::io::Read::read_to_string(server.stdout.as_mut().unwrap(), &mut listing).unwrap();
+    assert_eq!(listing, "/disk\n/disk/cirros.qcow2\n");
+}
+
+#[test]
+fn node_pull_server_refuses_images_it_cannot_serve() {
+    let d = tmp();
+    let bin = static_server();
+    let run = |dir: &std::path::Path, root: &std::path::Path| {
+        std::process::Command::new(&bin)
+            .args(["-p", &free_port().to_string(), "-image-dir"])
+            .arg(dir)
+            .args(["-root"])
+            .arg(root)
+            .arg("-ready-file")
+            .arg(d.path().join("ready"))
+            .output()
+            .unwrap()
+    };
+    let two = d.path().join("two");
+    std::fs::create_dir_all(&two).unwrap();
+    std::fs::write(two.join("a"), b"a").unwrap();
+    std::fs::write(two.join("b"), b"b").unwrap();
+    let out = run(&two, d.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid container image"));
+    assert!(!d.path().join("ready").exists());
+    let boot = d.path().join("boot");
+    std::fs::create_dir_all(boot.join("ostree")).unwrap();
+    std::fs::remove_file(two.join("b")).unwrap();
+    let out = run(&two, &boot);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bootc image detected"));
+}
