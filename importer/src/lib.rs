@@ -31,6 +31,7 @@
 
 pub mod cdi;
 pub mod cli;
+pub mod containerdisk;
 pub mod error;
 pub mod pipeline;
 pub mod progress;

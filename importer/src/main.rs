@@ -51,6 +51,11 @@ enum OutputArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build a container disk (an OCI image holding /disk/FILE, owned 107:107) and write or push it.
+    Containerdisk {
+        #[command(subcommand)]
+        command: importer::containerdisk::ContainerdiskCommand,
+    },
     /// Node pull: serve the one file of a container disk's /disk to the importer (CDI's cdi-containerimage-server; Go-style flags -p, -image-dir, -ready-file, -done-file). Also built as the static binary diskimport-serve-image.
     ServeImage {
         /// The server's flags.
@@ -125,6 +130,11 @@ fn run(cli: Cli) -> Result<(), ImportError> {
     match cli.command {
         Command::Import(_) => unreachable!("import is run by run_import"),
         Command::ServeImage { .. } => unreachable!("serve-image is run before parsing"),
+        Command::Containerdisk { command } => {
+            let done = importer::containerdisk::run(command)?;
+            eprintln!("{done}");
+            Ok(())
+        }
         Command::Convert {
             source_format: fmt,
             preallocation,

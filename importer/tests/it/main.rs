@@ -9,6 +9,7 @@ mod cdi_contract;
 mod cli;
 mod common;
 mod compression;
+mod containerdisk;
 mod contract;
 mod convert;
 mod http;

@@ -355,3 +355,55 @@ fn registry_token_stays_on_the_registry_and_foreign_urls_are_never_fetched() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_broken_blob_download_resumes_with_range_and_the_digest_still_holds() {
+    // A raw disk large enough that the layer is several MiB.
+    let raw = crate::common::pattern(8 << 20);
+    let d = tmp();
+    let lay = d.path().join("lay");
+    let desc = write_image(
+        &lay,
+        None,
+        &Image::new(vec![Layer::plain(&crate::oci::disk_tar("d.img", &raw))]),
+    );
+    let manifest = blob_of(&lay, desc["digest"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let layer_blob = crate::net::Static::new(blob_of(&lay, &layer));
+    let (lay2, layer2) = (lay.clone(), layer.clone());
+    let broken = std::sync::atomic::AtomicBool::new(false);
+    let s = FaultServer::start(move |req, _| {
+        if req.path == "/v2/" {
+            return Reply::new(200);
+        }
+        if req.path.contains("/manifests/") {
+            return Reply::new(200)
+                .header("Content-Type", OCI_MANIFEST)
+                .body(manifest.clone());
+        }
+        let dg = req.path.rsplit('/').next().unwrap_or_default();
+        if dg == layer2 {
+            let r = layer_blob.reply(req);
+            // The first answer breaks off after 3 MiB.
+            if !broken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return r.mode(crate::net::Body::CloseAfter(3 << 20));
+            }
+            return r;
+        }
+        Reply::new(200).body(blob_of(&lay2, dg))
+    });
+    let src = format!("docker://127.0.0.1:{}/x:latest", s.port);
+    converts_to(&src, d.path(), &["--insecure"], &raw);
+    let ranges: Vec<_> = s
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&layer[7..]))
+        .filter_map(|r| r.header("Range").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![format!("bytes={}-", 3 << 20)],
+        "resumed where it broke"
+    );
+}

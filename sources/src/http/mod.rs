@@ -335,6 +335,21 @@ impl HttpClient {
         }))
     }
 
+    /// One request of `method` with `body` (a registry upload): no
+    /// redirects followed, not retried (an upload step must not be sent
+    /// twice); any status returned for the caller to judge.
+    pub(crate) fn send_once(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, HttpError> {
+        let net = self.net.clone();
+        self.rt
+            .block_on(async move { net.send_method(method, url, extra, body).await })
+    }
+
     /// Reads a small answer body: at most `limit` bytes, else `None`
     /// without reading further.
     pub(crate) fn read_small(
@@ -439,6 +454,19 @@ impl Net {
         url: &Url,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<reqwest::Response, HttpError> {
+        self.send_method(reqwest::Method::GET, url, extra, None)
+            .await
+    }
+
+    /// One request of any method, with an optional body; the same rules
+    /// for credentials and headers as a GET.
+    async fn send_method(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, HttpError> {
         self.check_destination(url)?;
         let (limit, on_timeout) = self.wait_limit()?;
         let opts = self.opts();
@@ -448,7 +476,10 @@ impl Net {
         let mut bare = url.clone();
         let _ = bare.set_username("");
         let _ = bare.set_password(None);
-        let mut req = self.client.get(bare);
+        let mut req = self.client.request(method, bare);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
         let token = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // Exactly one Authorization header: one passed with the request
         // wins, then a protocol token, then the configured credentials.

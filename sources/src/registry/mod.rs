@@ -15,8 +15,10 @@
 //! Nothing here writes a file: the disk file's bytes go to the pipeline,
 //! never to scratch.
 
+mod build;
 mod layout;
 pub mod manifest;
+mod push;
 pub mod reference;
 mod remote;
 mod walk;
@@ -26,8 +28,10 @@ use std::io::Read;
 use formats::error::{Classify, ErrorKind};
 
 use crate::http::{HttpError, HttpOptions};
+pub use build::{build, push, BuildOptions, LayerCompression};
 use manifest::{Config, Descriptor, Manifest};
 pub use manifest::{Platform, Wanted};
+pub use push::{BlobUpload, Pusher};
 pub use reference::{DockerRef, ImageRef};
 pub use walk::DiskReader;
 

@@ -86,6 +86,8 @@ pub(crate) struct Remote {
     plain: bool,
     /// A Bearer challenge, once seen.
     bearer: Option<Challenge>,
+    /// The token scope's actions: `pull`, or `pull,push` for uploads.
+    actions: &'static str,
 }
 
 fn pull_error(detail: String, kind: ErrorKind) -> RegistryError {
@@ -108,6 +110,15 @@ impl Remote {
         reference: &DockerRef,
         opts: &HttpOptions,
     ) -> Result<Self, RegistryError> {
+        Self::connect_for(reference, opts, "pull")
+    }
+
+    /// [`Remote::connect`] with the token scope's `actions`.
+    pub(crate) fn connect_for(
+        reference: &DockerRef,
+        opts: &HttpOptions,
+        actions: &'static str,
+    ) -> Result<Self, RegistryError> {
         let try_scheme = |scheme: &str| -> Result<Remote, RegistryError> {
             let base =
                 Url::parse(&format!("{scheme}://{}/v2/", reference.host())).map_err(|e| {
@@ -124,6 +135,7 @@ impl Remote {
                 opts: opts.clone(),
                 plain: scheme == "http",
                 bearer: None,
+                actions,
             };
             // The https probe before CDI's plain-http fallback is asked
             // once (as containers/image does), not retried with back-off.
@@ -221,7 +233,7 @@ impl Remote {
                 ))
             }
         }
-        let scope = format!("repository:{}:pull", self.reference.repository);
+        let scope = format!("repository:{}:{}", self.reference.repository, self.actions);
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = ch.param("service") {
@@ -309,8 +321,39 @@ impl Remote {
         unreachable!("the loop returns on its second pass")
     }
 
+    /// The repository's URL for `path` (`blobs/uploads/`, `manifests/x`).
+    pub(crate) fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.base
+            .join(&format!("{}/{path}", self.reference.repository))
+            .map_err(|e| RegistryError::Usage(format!("bad repository path: {e}")))
+    }
+
+    /// One request of any method (uploads); on a first 401 log in and
+    /// send it once more.
+    pub(crate) fn call(
+        &mut self,
+        method: reqwest::Method,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, RegistryError> {
+        for attempt in 0..2 {
+            let resp = self
+                .client
+                .send_once(method.clone(), url, extra, body.clone())
+                .map_err(|e| from_http(&format!("{method} {}", crate::http::redact(url)), e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                let ch = self.challenge(&resp);
+                self.login(ch)?;
+                continue;
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
     /// The registry's error text for a failed request (`manifest unknown`).
-    fn failure(&self, what: String, resp: reqwest::Response) -> RegistryError {
+    pub(crate) fn failure(&self, what: String, resp: reqwest::Response) -> RegistryError {
         let status = resp.status();
         let body = self.client.read_small(resp, MAX_SMALL).ok().flatten();
         #[derive(serde::Deserialize)]
