@@ -5,24 +5,52 @@ use std::path::PathBuf;
 
 use crate::ImportError;
 
+/// Who we are to a server and whom we trust: CA directories, TLS
+/// verification, credentials (sources, registries, pushes).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// Directory of extra CA certificates (PEM files; hidden files skipped). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Vec<PathBuf>,
+    /// Do not verify the server's TLS certificate (registries: also plain http when https fails).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Basic auth (or registry) user name.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the password.
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// The password file's first line.
+    pub fn password(&self) -> Result<Option<String>, ImportError> {
+        self.password_file
+            .as_ref()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| {
+                        ImportError::Usage(format!(
+                            "Reading password file {:?}: {e}",
+                            formats::text::escape(&f.display().to_string())
+                        ))
+                    })
+            })
+            .transpose()
+    }
+}
+
 /// How http(s) sources are fetched.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpArgs {
-    /// Directory of extra CA certificates (PEM files; hidden files skipped). Repeatable.
-    #[arg(long, value_name = "DIR")]
-    cert_dir: Vec<PathBuf>,
+    /// CA directories, TLS verification, credentials.
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Directory of the proxy's CA certificates.
     #[arg(long, value_name = "DIR")]
     proxy_cert_dir: Option<PathBuf>,
-    /// Do not verify the server's TLS certificate.
-    #[arg(long)]
-    insecure: bool,
-    /// Basic auth user name.
-    #[arg(long)]
-    username: Option<String>,
-    /// File holding the basic auth password.
-    #[arg(long, value_name = "FILE", requires = "username")]
-    password_file: Option<PathBuf>,
     /// Extra request header 'Name: value'. Repeatable; values are never logged.
     #[arg(long = "header", value_name = "HEADER")]
     headers: Vec<String>,
@@ -96,29 +124,16 @@ impl HttpArgs {
         for dir in &self.header_dir {
             headers.extend(read_header_dir(dir)?);
         }
-        let password = match &self.password_file {
-            Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| {
-                        ImportError::Usage(format!(
-                            "Reading password file {:?}: {e}",
-                            formats::text::escape(&f.display().to_string())
-                        ))
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let password = self.auth.password()?;
         let mut egress = EgressPolicy::default();
         egress.deny.extend(self.deny_destination.iter().copied());
         egress.allow.extend(self.allow_destination.iter().copied());
-        let mut ca_dirs = self.cert_dir.clone();
+        let mut ca_dirs = self.auth.cert_dir.clone();
         ca_dirs.extend(self.proxy_cert_dir.clone());
         Ok(HttpOptions {
             ca_dirs,
-            insecure: self.insecure,
-            username: self.username.clone(),
+            insecure: self.auth.insecure,
+            username: self.auth.username.clone(),
             password,
             headers,
             retry: RetryPolicy {

@@ -110,18 +110,9 @@ pub enum ContainerdiskCommand {
         /// Platforms, compression, labels, env.
         #[command(flatten)]
         image: ImageArgs,
-        /// Directory of extra CA certificates for the registry.
-        #[arg(long, value_name = "DIR")]
-        cert_dir: Vec<PathBuf>,
-        /// Skip TLS verification, and use plain http when https fails.
-        #[arg(long)]
-        insecure: bool,
-        /// Registry user name.
-        #[arg(long)]
-        username: Option<String>,
-        /// File holding the registry password.
-        #[arg(long, value_name = "FILE", requires = "username")]
-        password_file: Option<PathBuf>,
+        /// CA directories, TLS verification, credentials.
+        #[command(flatten)]
+        auth: crate::cli::AuthArgs,
         /// [DISK] DESTINATION: the disk file (optional when every --platform names its own), then docker://HOST/REPO:TAG.
         #[arg(required = true, num_args = 1..=2, value_names = ["DISK", "DESTINATION"])]
         operands: Vec<String>,
@@ -144,27 +135,17 @@ pub fn run(cmd: ContainerdiskCommand) -> Result<String, ImportError> {
         }
         ContainerdiskCommand::Push {
             image,
-            cert_dir,
-            insecure,
-            username,
-            password_file,
+            auth,
             mut operands,
         } => {
             let destination = operands.pop().expect("clap requires one");
             let disk = operands.pop().map(PathBuf::from);
             let dest = image_ref(&destination)?;
-            let password = password_file
-                .map(|f| {
-                    std::fs::read_to_string(&f)
-                        .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
-                        .map_err(|e| ImportError::Usage(format!("Reading password file: {e}")))
-                })
-                .transpose()?;
             let http = sources::http::HttpOptions {
-                ca_dirs: cert_dir,
-                insecure,
-                username,
-                password,
+                ca_dirs: auth.cert_dir.clone(),
+                insecure: auth.insecure,
+                username: auth.username.clone(),
+                password: auth.password()?,
                 ..Default::default()
             };
             let digest = sources::registry::push(&dest, &image.options(disk)?, &http)
