@@ -146,7 +146,7 @@ impl Remote {
             Err(RegistryError::Pull { kind, detail })
                 if opts.insecure && matches!(kind, ErrorKind::Unavailable | ErrorKind::Source) =>
             {
-                tracing::warn!(
+                tracing::info!(
                     registry = %formats::text::escape(reference.host()),
                     "https failed ({detail}); the registry is marked insecure: trying plain http"
                 );
