@@ -40,8 +40,16 @@ TAG=${TAG:-registry}
 C="$BIN convert --no-progress"
 echo "| ours | median | anchor | median | ratio | peak RSS |"
 echo "| --- | --- | --- | --- | --- | --- |"
-CDI="skopeo copy --quiet --src-tls-verify=false $REF dir:scratch && L=\$(jq -r '.layers[0].digest' scratch/manifest.json | cut -d: -f2) && tar -xzf scratch/\$L -C scratch && rm scratch/\$L && qemu-img convert -t none -O raw scratch/disk/os.qcow2 out.raw"
-row registry-cdi "$C --insecure $REF out.raw" "skopeo copy to scratch, extract, qemu-img convert -t none" "sh -c \"$CDI\""
+# CDI's path, as a script (no quoting through hyperfine's shell).
+cat > cdi-registry.sh <<SH
+set -e
+skopeo copy --quiet --src-tls-verify=false $REF dir:scratch
+L=\$(jq -r '.layers[0].digest' scratch/manifest.json | cut -d: -f2)
+tar -xzf scratch/\$L -C scratch
+rm scratch/\$L
+qemu-img convert -t none -O raw scratch/disk/os.qcow2 out.raw
+SH
+row registry-cdi "$C --insecure $REF out.raw" "skopeo copy to scratch, extract, qemu-img convert -t none" "sh $D/cdi-registry.sh"
 row registry-local "$C --insecure $REF out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw"
 # Scratch: ours writes nothing but the target (the stream reader's spill
 # area stays empty on qemu's layout).

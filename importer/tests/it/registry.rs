@@ -559,3 +559,18 @@ pub(crate) fn one_image(seed: u8) -> (tempfile::TempDir, PathBuf, Disk, serde_js
     );
     (d, lay, c, desc)
 }
+
+#[test]
+fn cdi_peer_bootc_image_is_refused_with_cdis_message() {
+    // CDI's own test image (fixtures/peer-images/README.md).
+    let d = tmp();
+    let img = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/peer-images/bootc-registry-image.tar");
+    refused(
+        &format!("oci-archive:{}", img.display()),
+        d.path(),
+        &[],
+        "unsupported",
+        "bootc image detected: this image contains an ostree-based bootable OS (containers.bootc=1 or ostree.bootable=1)",
+    );
+}
