@@ -77,6 +77,20 @@ pub enum ImportError {
     Usage(String),
 }
 
+impl ImportError {
+    /// The image does not fit the target: refused from its size up front,
+    /// its output passed the capacity, or the filesystem ran out of space
+    /// (CDI's upload server answers these 400).
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            ImportError::TooLarge { .. }
+                | ImportError::OutputTooLarge { .. }
+                | ImportError::NoSpace { .. }
+        )
+    }
+}
+
 impl Classify for ImportError {
     fn kind(&self) -> ErrorKind {
         match self {

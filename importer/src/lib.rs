@@ -37,5 +37,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod sink;
 pub mod size;
+pub mod upload;
 
 pub use error::ImportError;

@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: importer::containerdisk::ContainerdiskCommand,
     },
+    /// Run as CDI's upload server: HTTPS with client certificates; each upload converted while it arrives (settings from CDI's environment or flags).
+    UploadServer(importer::upload::UploadArgs),
     /// Node pull: serve the one file of a container disk's /disk to the importer (CDI's cdi-containerimage-server; Go-style flags -p, -image-dir, -ready-file, -done-file). Also built as the static binary diskimport-serve-image.
     ServeImage {
         /// The server's flags.
@@ -130,6 +132,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
     match cli.command {
         Command::Import(_) => unreachable!("import is run by run_import"),
         Command::ServeImage { .. } => unreachable!("serve-image is run before parsing"),
+        Command::UploadServer(_) => unreachable!("upload-server is run by run_upload_server"),
         Command::Containerdisk { command } => {
             let done = importer::containerdisk::run(command)?;
             eprintln!("{done}");
@@ -175,6 +178,7 @@ fn run(cli: Cli) -> Result<(), ImportError> {
                 http: http.options()?,
                 wanted: http.wanted()?,
                 progress_state: None,
+                milestones: None,
             };
             let started = std::time::Instant::now();
             let report = pipeline::convert(&opts)?;
@@ -284,11 +288,27 @@ fn cdi_args() -> Vec<std::ffi::OsString> {
         .collect()
 }
 
-/// `diskimport import`: always a termination message and CDI's exit codes.
-fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
-    // A pod's log is all an operator has: start, what was found, progress
-    // and the outcome are logged at info whatever CDI's -v says; -v adds
-    // debug detail.
+/// `diskimport upload-server`: CDI's upload pod.
+fn run_upload_server(args: importer::upload::UploadArgs, verbose: bool) -> ExitCode {
+    pod_logging(verbose);
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("UploadServer failed: {}", e.message);
+            return ExitCode::from(e.exit_code);
+        }
+    };
+    let ending = importer::upload::run(settings);
+    if ending.exit_code == 0 {
+        tracing::info!("{}", ending.log);
+    } else {
+        tracing::error!("{}", ending.log);
+    }
+    ExitCode::from(ending.exit_code)
+}
+
+/// A pod's log: JSON lines when stderr is not a terminal, info by default.
+fn pod_logging(verbose: bool) {
     let level = if verbose {
         "info,importer=debug,sources=debug,formats=debug,diskimport=debug"
     } else {
@@ -303,9 +323,16 @@ fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
     if std::io::stderr().is_terminal() {
         fmt.init();
     } else {
-        // JSON lines for log collectors.
         fmt.json().init();
     }
+}
+
+/// `diskimport import`: always a termination message and CDI's exit codes.
+fn run_import(args: ImportArgs, verbose: bool) -> ExitCode {
+    // A pod's log is all an operator has: start, what was found, progress
+    // and the outcome are logged at info whatever CDI's -v says; -v adds
+    // debug detail.
+    pod_logging(verbose);
     let settings = match args.settings() {
         Ok(s) => s,
         Err(e) => {
@@ -354,6 +381,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(cdi_args());
     if let Command::Import(args) = cli.command {
         return run_import(args, cli.verbose);
+    }
+    if let Command::UploadServer(args) = cli.command {
+        return run_upload_server(args, cli.verbose);
     }
     let level = if cli.verbose { "info" } else { "warn" };
     tracing_subscriber::fmt()

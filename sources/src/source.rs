@@ -46,6 +46,8 @@ pub enum SourceSpec {
     Http(String),
     /// A container disk: the one file under `disk/` of an OCI image.
     Image(ImageRef),
+    /// A request body handed over by a server (an upload), named for logs.
+    Body(String),
 }
 
 /// How to reach and choose what a spec names.
@@ -85,6 +87,7 @@ impl SourceSpec {
             SourceSpec::File(p) => formats::text::escape(&p.display().to_string()),
             SourceSpec::Http(u) => crate::http::redact_text(u),
             SourceSpec::Image(i) => i.shown(),
+            SourceSpec::Body(name) => formats::text::escape(name),
         }
     }
 }
@@ -153,6 +156,9 @@ impl Source {
                     let (len, ct) = (res.length, res.content_type.clone());
                     (Box::new(body), extra, len, ct, Some(client))
                 }
+                SourceSpec::Body(_) => {
+                    return Err(SourceError::AlreadyRead);
+                }
                 SourceSpec::Image(r) => {
                     let ropts = RegistryOptions {
                         http: http.clone(),
@@ -174,6 +180,26 @@ impl Source {
             image,
             meter,
         })
+    }
+
+    /// A body a server receives (an upload) as a source: a forward stream
+    /// of `length` bytes when known, metered like any other.
+    pub fn from_body(
+        name: &str,
+        body: Box<dyn Read + Send>,
+        length: Option<u64>,
+        checksum: Option<&Checksum>,
+    ) -> Source {
+        Source {
+            spec: SourceSpec::Body(name.to_owned()),
+            head: Some(PeekReader::new(body)),
+            extra: Extra::None,
+            length,
+            content_type: None,
+            http: None,
+            image: None,
+            meter: Meter::new(checksum),
+        }
     }
 
     /// What was opened.

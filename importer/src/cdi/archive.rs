@@ -338,7 +338,7 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
 }
 
 /// Removes everything in `dir` but `lost+found`.
-fn clean(dir: &Path) {
+pub(crate) fn clean(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -231,6 +231,7 @@ fn http(
         http,
         wanted,
         progress_state: Some(progress.clone()),
+        milestones: None,
     };
     let started = std::time::Instant::now();
     match pipeline::convert(&opts) {

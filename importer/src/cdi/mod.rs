@@ -93,6 +93,11 @@ pub struct Settings {
     pub http: HttpOptions,
 }
 
+/// Go's `strconv.ParseBool` (for the upload server's settings too).
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    parse_bool(v)
+}
+
 /// Go's `strconv.ParseBool`.
 fn parse_bool(v: &str) -> Option<bool> {
     match v {

@@ -35,7 +35,9 @@ pub struct Target {
 }
 
 impl Target {
-    pub(super) fn find(root: &Path) -> Target {
+    /// The volume under `root`: the block device when present, else the
+    /// image file in /data.
+    pub fn find(root: &Path) -> Target {
         let dev = under(root, Path::new("/dev/cdi-block-volume"));
         let data_dir = under(root, Path::new("/data"));
         if std::fs::symlink_metadata(&dev).is_ok() {

@@ -67,6 +67,30 @@ pub struct ConvertOptions {
     pub wanted: Wanted,
     /// Progress for a metric endpoint (CDI's progress counter).
     pub progress_state: Option<Arc<crate::progress::ProgressState>>,
+    /// Milestones a caller waits on (the upload server's async answer).
+    pub milestones: Option<Arc<Milestones>>,
+}
+
+/// How far a conversion got, for callers that answer before it ends (the
+/// upload server's async routes, docs/upload.md "Async").
+#[derive(Debug, Default)]
+pub struct Milestones {
+    sized: std::sync::atomic::AtomicBool,
+    produced: std::sync::atomic::AtomicBool,
+}
+
+impl Milestones {
+    /// The image's size is known and fits the target (a qcow2 header, or a
+    /// raw body of known length): refused up front otherwise.
+    pub fn sized(&self) -> bool {
+        self.sized.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every extent was produced and handed to the sink within capacity;
+    /// what is left is flushing, verifying and resizing.
+    pub fn produced(&self) -> bool {
+        self.produced.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// What a successful conversion did.
@@ -132,13 +156,19 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         SourceSpec::Image(ImageRef::OciArchive { path, .. }) => {
             sink::refuse_source_as_target(Some(path), &opts.target)?;
         }
-        SourceSpec::Http(_) | SourceSpec::Image(_) => {}
+        SourceSpec::Http(_) | SourceSpec::Image(_) | SourceSpec::Body(_) => {}
     }
     let open = OpenOptions {
         http: opts.http.clone(),
         wanted: opts.wanted.clone(),
     };
-    let mut source = Source::open(spec, &open, opts.checksum.as_ref())?;
+    let source = Source::open(spec, &open, opts.checksum.as_ref())?;
+    convert_source(source, opts)
+}
+
+/// Converts an opened `source` into `opts.target` (`opts.source` is not
+/// looked at): the upload server hands its request bodies in here.
+pub fn convert_source(mut source: Source, opts: &ConvertOptions) -> Result<Report, ImportError> {
     let want = Want {
         format: opts.source_format,
         spill: opts.spill.clone(),
@@ -194,6 +224,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         zero_tail: opts.zero_tail,
     };
     let (sink, guard) = sink::open(&info, sink_opts)?;
+    if let (Some(m), Some(_)) = (&opts.milestones, prepared.virtual_size) {
+        m.sized.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     // Declared after the guard so it is dropped (and its writes finished)
     // before the guard cleans up after a failure.
     let mut sink = sink;
@@ -212,6 +245,9 @@ pub fn convert(opts: &ConvertOptions) -> Result<Report, ImportError> {
         .producer
         .spawn()
         .run(&mut sink, capacity, &target)?;
+    if let Some(m) = &opts.milestones {
+        m.produced.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     // A raw file whose length is not a multiple of 512 gets a zero tail
     // from the Chunker; the sparse path pads here (TD12).
     let size = round_up_sector(stats.end);

@@ -25,3 +25,4 @@ mod registry;
 mod registry_cdi;
 mod registry_net;
 mod target;
+mod upload;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::common::{gz, pattern, sh, xz};
+use crate::common::{free_port, gz, pattern, sh, xz};
 
 /// Connections a fault server or proxy accepts before it stops.
 const MAX_CONNECTIONS: usize = 200;
@@ -26,15 +26,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A free loopback port (bound, then released for the server to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16) -> bool {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-use crate::common::{gz, zst};
+use crate::common::{free_port, gz, zst};
 use crate::net::{make_pki, Pki};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -186,14 +186,6 @@ fn have(bin: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16) -> bool {

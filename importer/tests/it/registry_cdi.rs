@@ -2,7 +2,7 @@
 //! (content type, endpoint forms, credentials, CA directory, messages the
 //! controller and CDI's tests match, labels from the image's Env).
 
-use crate::common::{sh, tmp};
+use crate::common::{free_port, sh, tmp};
 use crate::import::Pod;
 use crate::oci::{disk_tar, push, registries, tar, write_image, Image, Layer};
 use crate::registry::{disk, multi_arch};
@@ -229,14 +229,6 @@ fn static_server() -> std::path::PathBuf {
             .join("release/diskimport-serve-image")
     })
     .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

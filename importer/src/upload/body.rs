@@ -1,0 +1,197 @@
+//! A request body as a blocking reader for the pipeline: an async task
+//! feeds its chunks through a bounded channel (a few chunks in flight, so
+//! memory is bounded whatever the upload's size); the reader tells when it
+//! has given the pipeline the last byte (the async route answers then).
+
+use std::io::{self, Read};
+
+use bytes::Bytes;
+use formats::error::{kinded_io, ErrorKind};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+/// Chunks in flight between the connection and the pipeline.
+const DEPTH: usize = 16;
+
+pub(crate) enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(String),
+}
+
+/// The pipeline's end of a body.
+pub(crate) struct BodyReader {
+    rx: mpsc::Receiver<Chunk>,
+    cur: Bytes,
+    done: bool,
+    received: Arc<AtomicBool>,
+}
+
+impl BodyReader {
+    /// A reader and the channel to feed it; `received` is set when the
+    /// reader has returned end of file (every byte taken).
+    pub(crate) fn new() -> (Self, mpsc::Sender<Chunk>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(DEPTH);
+        let received = Arc::new(AtomicBool::new(false));
+        (
+            BodyReader {
+                rx,
+                cur: Bytes::new(),
+                done: false,
+                received: received.clone(),
+            },
+            tx,
+            received,
+        )
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(b)) => self.cur = b,
+                Some(Chunk::End) => {
+                    self.done = true;
+                    self.received.store(true, Ordering::SeqCst);
+                }
+                Some(Chunk::Failed(why)) => {
+                    return Err(kinded_io(
+                        ErrorKind::Truncated,
+                        format!("upload body: {why}"),
+                    ))
+                }
+                None => {
+                    return Err(kinded_io(
+                        ErrorKind::Truncated,
+                        "upload body: the client went away",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// After an early answer (a refusal, or the pipeline failed), the rest of
+/// a body is read and dropped for a while, so the client, still sending,
+/// reads the answer instead of a reset connection. Bounded: at most this
+/// many bytes, for at most [`DRAIN_TIME`].
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and drops what is left of `body` (bounded).
+pub(crate) async fn drain(mut body: Incoming) {
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(f)) = body.frame().await {
+            let n = f.data_ref().map_or(0, |d| d.len() as u64);
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    })
+    .await;
+}
+
+/// Feeds a raw body; when the pipeline stops taking it, drains the rest.
+pub(crate) async fn feed_raw(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
+    loop {
+        let msg = match body.frame().await {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) if d.is_empty() => continue,
+                Ok(d) => Chunk::Data(d),
+                Err(_) => continue, // trailers
+            },
+            Some(Err(e)) => Chunk::Failed(e.to_string()),
+            None => Chunk::End,
+        };
+        let last = !matches!(msg, Chunk::Data(_));
+        if tx.send(msg).await.is_err() {
+            drain(body).await;
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// A multipart body positioned at its `file` part.
+pub(crate) struct FilePart {
+    field: multer::Field<'static>,
+}
+
+/// Finds the first part named `file` (other fields are skipped, as CDI
+/// does); an error when the body is not multipart or has none (U10).
+pub(crate) async fn find_file_part(
+    body: Incoming,
+    content_type: Option<&str>,
+) -> Result<FilePart, String> {
+    let boundary = match content_type.map(multer::parse_boundary) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            drain(body).await;
+            return Err(format!("not a multipart form: {e}"));
+        }
+        None => {
+            drain(body).await;
+            return Err("not a multipart form: no Content-Type".into());
+        }
+    };
+    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    loop {
+        match mp.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => return Ok(FilePart { field }),
+            Ok(Some(field)) => {
+                tracing::info!(
+                    name = %formats::text::escape(field.name().unwrap_or("")),
+                    "Skipping a form field that is not 'file'."
+                );
+            }
+            Ok(None) => return Err("no 'file' part in the form".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Feeds the `file` part; when the pipeline stops taking it, drains the
+/// rest of the part (bounded, as [`drain`]).
+pub(crate) async fn feed_part(mut part: FilePart, tx: mpsc::Sender<Chunk>) {
+    loop {
+        let msg = match part.field.chunk().await {
+            Ok(Some(d)) if d.is_empty() => continue,
+            Ok(Some(d)) => Chunk::Data(d),
+            Ok(None) => Chunk::End,
+            Err(e) => Chunk::Failed(e.to_string()),
+        };
+        let last = !matches!(msg, Chunk::Data(_));
+        if tx.send(msg).await.is_err() {
+            let mut left = DRAIN_BYTES;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Ok(Some(d)) = part.field.chunk().await {
+                    left = left.saturating_sub(d.len() as u64);
+                    if left == 0 {
+                        return;
+                    }
+                }
+            })
+            .await;
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The HTTPS server, the routes and CDI's check order (docs/upload.md,
+//! "Routes and checks"), and the processing of one upload.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, watch};
+
+use super::body::{drain, feed_part, feed_raw, find_file_part, BodyReader};
+use super::{tls, volume, Ending, UploadSettings};
+use crate::cdi::{usable_space, write_termination};
+use crate::pipeline::{convert_source, ConvertOptions, Milestones};
+use crate::sink::Preallocation;
+use crate::ImportError;
+
+/// How long a connection may take to send its request head (CDI's
+/// `ReadHeaderTimeout`).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server waits for answers in flight after it is done.
+const DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Ready,
+    Busy,
+    Done,
+}
+
+struct Shared {
+    s: UploadSettings,
+    phase: Mutex<Phase>,
+    finish: mpsc::Sender<Ending>,
+}
+
+impl Shared {
+    fn phase(&self) -> Phase {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set(&self, p: Phase) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
+    }
+}
+
+/// What the client certificate says.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    /// The verified leaf's common name, when a certificate was presented.
+    cn: Option<String>,
+    cert: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Raw,
+    Form,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    asynchronous: bool,
+    archive: bool,
+    body: Body,
+}
+
+fn route(path: &str) -> Option<Route> {
+    let rest = path
+        .strip_prefix("/v1beta1/")
+        .or_else(|| path.strip_prefix("/v1alpha1/"))?;
+    let r = |asynchronous, archive, body| Route {
+        asynchronous,
+        archive,
+        body,
+    };
+    Some(match rest {
+        "upload" => r(false, false, Body::Raw),
+        "upload-async" => r(true, false, Body::Raw),
+        "upload-archive" => r(false, true, Body::Raw),
+        "upload-form" => r(false, false, Body::Form),
+        "upload-form-async" => r(true, false, Body::Form),
+        _ => return None,
+    })
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// CDI's body for a failed upload: 400 for "does not fit", else 500.
+fn failure(e: &ImportError) -> Response<Full<Bytes>> {
+    let text = crate::error::describe(e, false);
+    if matches!(
+        e,
+        ImportError::Source(sources::SourceError::ChecksumMismatch { .. })
+    ) {
+        // The X-Checksum header (beyond CDI): the client sent other bytes.
+        return reply(
+            StatusCode::BAD_REQUEST,
+            format!("Saving stream failed: {text}"),
+        );
+    }
+    if e.is_capacity() {
+        reply(
+            StatusCode::BAD_REQUEST,
+            format!("Saving stream failed: effective image size is larger than the reported available storage: {text}"),
+        )
+    } else {
+        reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Saving stream failed: {text}"),
+        )
+    }
+}
+
+async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    if path == "/healthz" {
+        return reply(StatusCode::OK, "OK");
+    }
+    let Some(route) = route(&path) else {
+        return reply(StatusCode::NOT_FOUND, "404 page not found\n");
+    };
+    // CDI's order (docs/upload.md): the async HEAD probe first, before any
+    // authentication; then method, client certificate and name, busy, done.
+    if route.asynchronous && req.method() == Method::HEAD {
+        return reply(StatusCode::OK, "");
+    }
+    if req.method() != Method::POST {
+        return reply(StatusCode::NOT_FOUND, "");
+    }
+    if !peer.cert || peer.cn.as_deref() != Some(sh.s.client_name.as_str()) {
+        tracing::warn!(cn = ?peer.cn.as_deref().map(formats::text::escape), "Upload refused: client certificate missing or of another name.");
+        return reply(StatusCode::UNAUTHORIZED, "");
+    }
+    {
+        let mut phase = sh.phase.lock().unwrap_or_else(|p| p.into_inner());
+        match *phase {
+            Phase::Busy => return reply(StatusCode::SERVICE_UNAVAILABLE, ""),
+            Phase::Done => return reply(StatusCode::CONFLICT, ""),
+            Phase::Ready => *phase = Phase::Busy,
+        }
+    }
+    let resp = upload(req, route, &sh).await;
+    if resp.status() != StatusCode::OK {
+        // A failed upload leaves the server ready for the next one (U05).
+        if sh.phase() == Phase::Busy {
+            sh.set(Phase::Ready);
+        }
+    }
+    resp
+}
+
+async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Response<Full<Bytes>> {
+    let clone = req
+        .headers()
+        .get("x-cdi-content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "filesystem-clone" || v == "blockdevice-clone");
+    if clone {
+        let why = if route.asynchronous {
+            "async clone not supported"
+        } else {
+            "host-assisted clone targets are not supported by this server yet"
+        };
+        tokio::spawn(drain(req.into_body()));
+        return reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Saving stream failed: {why}"),
+        );
+    }
+    let checksum = match req
+        .headers()
+        .get("x-checksum")
+        .map(|v| v.to_str().map(str::parse::<sources::meter::Checksum>))
+    {
+        None => None,
+        Some(Ok(Ok(c))) => Some(c),
+        Some(_) => {
+            tokio::spawn(drain(req.into_body()));
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "Invalid X-Checksum: expected ALGO:HEX",
+            );
+        }
+    };
+    let length = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (reader, tx, received) = BodyReader::new();
+    let length = match route.body {
+        Body::Raw => {
+            tokio::spawn(feed_raw(req.into_body(), tx));
+            length
+        }
+        Body::Form => match find_file_part(req.into_body(), content_type.as_deref()).await {
+            Ok(part) => {
+                tokio::spawn(feed_part(part, tx));
+                None
+            }
+            Err(e) => {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("Saving stream failed: {}", formats::text::escape(&e)),
+                )
+            }
+        },
+    };
+    let s = sh.s.clone();
+    let archive = route.archive;
+    let ms = Arc::new(Milestones::default());
+    let ms2 = ms.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        process(&s, archive, Box::new(reader), length, checksum, ms2)
+    });
+    if !route.asynchronous {
+        return finished(sh, job.await).await;
+    }
+    // Async (docs/upload.md, "Async"): answer once every byte was taken
+    // and the image's size was checked: from its header or length, or by
+    // producing all of its output; the rest finishes in the background and
+    // a failure there ends the server with exit 1 (U11). A failure before
+    // that point is answered like a sync one.
+    let mut job = job;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        if received.load(Ordering::SeqCst) && (ms.sized() || ms.produced()) {
+            let sh = sh.clone();
+            tokio::spawn(async move {
+                let ending = match job.await {
+                    Ok(Ok(applied)) => {
+                        sh.set(Phase::Done);
+                        success(applied)
+                    }
+                    Ok(Err(e)) => Ending {
+                        exit_code: 1,
+                        termination: None,
+                        log: format!("UploadServer failed: {}", crate::error::describe(&e, false)),
+                    },
+                    Err(e) => Ending {
+                        exit_code: 1,
+                        termination: None,
+                        log: format!("UploadServer failed: {e}"),
+                    },
+                };
+                let _ = sh.finish.send(ending).await;
+            });
+            return reply(StatusCode::OK, "");
+        }
+        if job.is_finished() {
+            return finished(sh, (&mut job).await).await;
+        }
+        tick.tick().await;
+    }
+}
+
+/// The answer for a finished job.
+async fn finished(
+    sh: &Arc<Shared>,
+    r: Result<Result<bool, ImportError>, tokio::task::JoinError>,
+) -> Response<Full<Bytes>> {
+    match r {
+        Ok(Ok(applied)) => {
+            sh.set(Phase::Done);
+            let _ = sh.finish.send(success(applied)).await;
+            reply(StatusCode::OK, "")
+        }
+        Ok(Err(e)) => failure(&e),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Saving stream failed: {e}"),
+        ),
+    }
+}
+
+fn success(preallocation_applied: bool) -> Ending {
+    Ending {
+        exit_code: 0,
+        termination: Some(format!(
+            "{{\"preallocationApplied\":{preallocation_applied},\"message\":\"Upload Complete\"}}"
+        )),
+        log: "Upload Complete".into(),
+    }
+}
+
+/// Writes one upload to the volume: the pipeline for disk images, the
+/// confined extractor for archives. Returns whether preallocation was
+/// applied.
+fn process(
+    s: &UploadSettings,
+    archive: bool,
+    body: Box<dyn Read + Send>,
+    length: Option<u64>,
+    checksum: Option<sources::meter::Checksum>,
+    milestones: Arc<Milestones>,
+) -> Result<bool, ImportError> {
+    let target = volume(s);
+    let available = target.available(s.image_size)?;
+    if archive {
+        if target.block {
+            return Err(ImportError::Usage(
+                "archive uploads need a Filesystem volume".into(),
+            ));
+        }
+        let source = sources::source::Source::from_body("upload", body, length, checksum.as_ref());
+        let r = extract_archive(source, &target.data_dir, available);
+        if r.is_err() {
+            crate::cdi::archive::clean(&target.data_dir);
+        }
+        return r.map(|()| false);
+    }
+    let (target_size, grow_to) = if target.block {
+        (None, None)
+    } else {
+        (
+            Some(available),
+            s.image_size.map(|_| usable_space(available, s.overhead)),
+        )
+    };
+    let opts = ConvertOptions {
+        target: target.path.clone(),
+        preallocation: if s.preallocate {
+            Preallocation::Falloc
+        } else {
+            Preallocation::Off
+        },
+        target_size,
+        grow_to,
+        checksum: checksum.clone(),
+        milestones: Some(milestones),
+        ..Default::default()
+    };
+    let source = sources::source::Source::from_body("upload", body, length, checksum.as_ref());
+    let report = convert_source(source, &opts)?;
+    if !target.block {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&target.path, std::fs::Permissions::from_mode(0o660));
+    }
+    tracing::info!(layers = %report.layers, virtual_size = report.virtual_size, source_bytes = report.source_bytes, "Upload written");
+    Ok(report.preallocation_applied)
+}
+
+fn extract_archive(
+    mut source: sources::source::Source,
+    dir: &std::path::Path,
+    capacity: u64,
+) -> Result<(), ImportError> {
+    use sources::layers::{open_layers, LayerOptions};
+    let meter = source.meter().clone();
+    let reader = source.take_stream()?;
+    let mut opened = open_layers(Box::new(reader), &LayerOptions::default())?;
+    if opened.format != formats::Probe::Tar {
+        return Err(ImportError::Usage(format!(
+            "the archive upload is {}, not a tar",
+            opened.format.name()
+        )));
+    }
+    crate::cdi::archive::extract(&mut opened.reader, dir, capacity)
+        .map_err(|e| ImportError::Internal(crate::error::describe(&e, false)))?;
+    std::io::copy(&mut opened.reader, &mut std::io::sink()).map_err(ImportError::reading)?;
+    meter.verify()?;
+    Ok(())
+}
+
+/// Binds, serves, and returns how the server ends.
+pub(super) fn serve(s: UploadSettings) -> Result<Ending, String> {
+    let config = tls::server_config(
+        &s.cert,
+        &s.key,
+        &s.client_ca,
+        s.min_version.as_deref(),
+        s.ciphers.as_deref(),
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("upload")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&s.listen)
+            .await
+            .map_err(|e| format!("listening on {}: {e}", s.listen))?;
+        tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Upload server listening");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (finish_tx, mut finish_rx) = mpsc::channel(4);
+        let deadline = s.deadline;
+        let sh = Arc::new(Shared { s, phase: Mutex::new(Phase::Ready), finish: finish_tx });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let active = Arc::new(AtomicUsize::new(0));
+        if let Some(d) = deadline {
+            tokio::spawn(deadline_watch(d, sh.clone()));
+        }
+        let ending = loop {
+            tokio::select! {
+                e = finish_rx.recv() => break e.expect("the server holds a sender"),
+                conn = listener.accept() => {
+                    let Ok((tcp, _)) = conn else { continue };
+                    let (acceptor, sh, active, mut stop) = (acceptor.clone(), sh.clone(), active.clone(), stop_rx.clone());
+                    active.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        connection(tcp, acceptor, sh, &mut stop).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }
+        };
+        // Answers in flight are finished, then connections closed.
+        let _ = stop_tx.send(true);
+        let start = std::time::Instant::now();
+        while active.load(Ordering::SeqCst) > 0 && start.elapsed() < DRAIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(t) = &ending.termination {
+            if let Err(e) = write_termination(&sh.s.root, t) {
+                tracing::error!("Writing the termination message: {e}");
+            }
+        }
+        Ok(ending)
+    })
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    sh: Arc<Shared>,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(Ok(tls)) = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await else {
+        return;
+    };
+    let peer = {
+        let (_, conn) = tls.get_ref();
+        match conn.peer_certificates().and_then(|c| c.first()) {
+            Some(leaf) => Peer {
+                cn: tls::common_name(leaf),
+                cert: true,
+            },
+            None => Peer::default(),
+        }
+    };
+    let svc = hyper::service::service_fn(move |req| {
+        let (peer, sh) = (peer.clone(), sh.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, peer, sh).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            r = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                if r.is_err() { let _ = conn.as_mut().await; return; }
+            }
+        }
+    }
+}
+
+/// CDI's deadline: when it passes, wait while an upload is in progress
+/// (2 s polls); if not done then, end with "Deadline Passed".
+async fn deadline_watch(deadline: SystemTime, sh: Arc<Shared>) {
+    if let Ok(left) = deadline.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    while sh.phase() == Phase::Busy {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if sh.phase() != Phase::Done {
+        let _ = sh
+            .finish
+            .send(Ending {
+                exit_code: 0,
+                termination: Some(r#"{"deadlinePassed":true,"message":"Deadline Passed"}"#.into()),
+                log: "Deadline Passed".into(),
+            })
+            .await;
+    }
+}

@@ -1,0 +1,589 @@
+//! `diskimport upload-server` (issue 12): real mTLS with certificates made
+//! by openssl, curl as the client sending what virtctl and CDI's upload
+//! proxy send, every route and status of CDI's check order, U01-U12, and
+//! outputs compared with `qemu-img convert`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, gz, sh, tmp, xz};
+use crate::registry::{disk, Disk};
+
+const CN: &str = "client.upload-server.cdi.kubevirt.io";
+
+/// Server and client certificates (docs/upload.md, "TLS").
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn p(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+}
+
+fn pki() -> &'static Pki {
+    static P: OnceLock<Pki> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("diskimport-upload-pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = format!(
+            r#"set -e
+cd {d}
+q() {{ openssl "$@" >/dev/null 2>&1; }}
+q req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=server-ca -keyout server-ca.key -out server-ca.crt
+q req -newkey rsa:2048 -nodes -subj /CN=cdi-upload-test.default.svc -keyout tls.key -out tls.csr
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' > srv.ext
+q x509 -req -in tls.csr -CA server-ca.crt -CAkey server-ca.key -CAcreateserial -days 2 -extfile srv.ext -out tls.crt
+q req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=client-signer -keyout ca.key -out ca.crt
+q req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-signer -keyout other.key -out other.crt
+printf 'extendedKeyUsage=clientAuth\n' > cli.ext
+for cn in {cn} wrong.example; do
+  q req -newkey rsa:2048 -nodes -subj /CN=$cn -keyout $cn.key -out $cn.csr
+  q x509 -req -in $cn.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile cli.ext -out $cn.crt
+done
+q req -newkey rsa:2048 -nodes -subj /CN={cn} -keyout foreign.key -out foreign.csr
+q x509 -req -in foreign.csr -CA other.crt -CAkey other.key -CAcreateserial -days 2 -extfile cli.ext -out foreign.crt
+"#,
+            d = dir.display(),
+            cn = CN
+        );
+        sh("bash", &["-c", &script]);
+        Pki { dir }
+    })
+}
+
+/// An upload pod: a root with /data and /dev, the server on a free port.
+struct Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Server {
+        let s = Server::spawn(env);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the upload server did not listen");
+    }
+
+    fn spawn(env: &[(&str, &str)]) -> Server {
+        let p = pki();
+        let dir = tmp();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("dev")).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("diskimport"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TLS_KEY_FILE", p.p("tls.key"))
+            .env("TLS_CERT_FILE", p.p("tls.crt"))
+            .env("CLIENT_CERT_FILE", p.p("ca.crt"))
+            .env("CLIENT_NAME", CN)
+            .env("LISTEN_ADDRESS", "127.0.0.1")
+            .env("LISTEN_PORT", port.to_string())
+            .env("UPLOAD_IMAGE_SIZE", "64Mi")
+            .env("FILESYSTEM_OVERHEAD", "0")
+            .arg("upload-server")
+            .arg("--root")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Server {
+            dir,
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// curl with the server CA, `cert` (a client certificate base name or
+    /// none), and `args`: the HTTP status and the body.
+    fn curl(&self, cert: Option<&str>, args: &[&str]) -> (u16, String) {
+        let p = pki();
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            &p.p("server-ca.crt"),
+        ]);
+        if let Some(n) = cert {
+            c.args([
+                "--cert",
+                &p.p(&format!("{n}.crt")),
+                "--key",
+                &p.p(&format!("{n}.key")),
+            ]);
+        }
+        let out = c.args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    fn post(&self, path: &str, file: &Path) -> (u16, String) {
+        let f = format!("@{}", file.display());
+        self.curl(
+            Some(CN),
+            &[
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &f,
+                &self.url(path),
+            ],
+        )
+    }
+
+    fn post_chunked(&self, path: &str, file: &Path) -> (u16, String) {
+        let f = file.display().to_string();
+        self.curl(
+            Some(CN),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Transfer-Encoding: chunked",
+                "-T",
+                &f,
+                &self.url(path),
+            ],
+        )
+    }
+
+    /// Waits for the server to exit: its status, termination message and log.
+    fn wait(&mut self) -> (Option<i32>, Option<String>, String) {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("the upload server did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out: Output = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            std::fs::read_to_string(self.root().join("dev/termination-log")).ok(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn disk(&self) -> Vec<u8> {
+        std::fs::read(self.root().join("data/disk.img")).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The raw disk grown to the 64 MiB volume (UPLOAD_IMAGE_SIZE with no
+/// overhead), as CDI's resize does.
+fn grown(raw: &[u8]) -> Vec<u8> {
+    let mut v = raw.to_vec();
+    v.resize(64 << 20, 0);
+    v
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+const DONE: &str = r#"{"preallocationApplied":false,"message":"Upload Complete"}"#;
+
+#[test]
+fn routes_and_cdis_check_order_then_a_sync_upload_completes() {
+    let c = disk(50);
+    let t = tmp();
+    let q = write(t.path(), "d.qcow2", &c.qcow2);
+    let mut s = Server::start(&[]);
+    // /healthz and the async HEAD probe need no client certificate.
+    assert_eq!(s.curl(None, &[&s.url("/healthz")]), (200, "OK".into()));
+    assert_eq!(s.curl(None, &["-X", "POST", &s.url("/healthz?x=1")]).0, 200);
+    assert_eq!(
+        s.curl(None, &["-I", &s.url("/v1beta1/upload-async")]).0,
+        200
+    );
+    assert_eq!(
+        s.curl(None, &["-I", &s.url("/v1alpha1/upload-form-async")])
+            .0,
+        200
+    );
+    // Unknown paths: Go's 404 page.
+    assert_eq!(
+        s.curl(Some(CN), &[&s.url("/v1beta1/nope")]),
+        (404, "404 page not found\n".into())
+    );
+    // U02: methods other than POST (HEAD on a sync route too).
+    assert_eq!(s.curl(Some(CN), &[&s.url("/v1beta1/upload")]).0, 404);
+    assert_eq!(
+        s.curl(
+            Some(CN),
+            &["-X", "PUT", "--data", "x", &s.url("/v1alpha1/upload")]
+        )
+        .0,
+        404
+    );
+    assert_eq!(s.curl(Some(CN), &["-I", &s.url("/v1beta1/upload")]).0, 404);
+    // U01: no certificate, or another name: 401 before the body is read.
+    assert_eq!(
+        s.curl(
+            None,
+            &["-X", "POST", "--data", "x", &s.url("/v1beta1/upload")]
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        s.curl(
+            Some("wrong.example"),
+            &["-X", "POST", "--data", "x", &s.url("/v1beta1/upload")]
+        )
+        .0,
+        401
+    );
+    // A certificate from another CA fails the handshake.
+    assert_eq!(
+        s.curl(
+            Some("foreign"),
+            &["-X", "POST", "--data", "x", &s.url("/v1beta1/upload")]
+        )
+        .0,
+        0
+    );
+    assert!(
+        !s.root().join("data/disk.img").exists(),
+        "the target was touched"
+    );
+    // The server is still ready: a sync upload as virtctl sends it.
+    let (code, body) = s.post("/v1beta1/upload", &q);
+    assert_eq!((code, body.as_str()), (200, ""));
+    let (status, term, _) = s.wait();
+    assert_eq!(status, Some(0));
+    assert_eq!(term.as_deref(), Some(DONE));
+    assert!(s.disk() == grown(&c.raw), "content differs from qemu-img's");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.root().join("data/disk.img"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    assert!(!s.root().join("scratch").exists());
+}
+
+#[test]
+fn compressed_chunked_form_and_async_uploads_convert_like_qemu_img() {
+    let c = disk(51);
+    let t = tmp();
+    let cases: Vec<(&str, &str, Vec<u8>, &[u8])> = vec![
+        ("/v1beta1/upload", "chunked", gz(&c.qcow2), &c.raw),
+        ("/v1alpha1/upload", "length", xz(&c.raw), &c.raw),
+        ("/v1beta1/upload-async", "length", c.qcow2.clone(), &c.raw),
+        ("/v1alpha1/upload-async", "chunked", gz(&c.raw), &c.raw),
+        ("/v1beta1/upload-form", "form", c.qcow2.clone(), &c.raw),
+        ("/v1beta1/upload-form-async", "form", xz(&c.qcow2), &c.raw),
+    ];
+    for (path, how, body, expected) in cases {
+        let f = write(t.path(), "up", &body);
+        let mut s = Server::start(&[]);
+        let (code, text) = match how {
+            "chunked" => s.post_chunked(path, &f),
+            "form" => {
+                // Another field first: the `file` part is found anywhere.
+                let file = format!("file=@{}", f.display());
+                s.curl(Some(CN), &["-F", "other=x", "-F", &file, &s.url(path)])
+            }
+            _ => s.post(path, &f),
+        };
+        assert_eq!(code, 200, "{path} {how}: {text}");
+        let (status, term, log) = s.wait();
+        assert_eq!(
+            (status, term.as_deref()),
+            (Some(0), Some(DONE)),
+            "{path}: {log}"
+        );
+        assert!(s.disk() == grown(expected), "{path} {how}: content differs");
+    }
+}
+
+#[test]
+fn too_large_uploads_answer_400_early_and_the_server_stays_ready() {
+    let t = tmp();
+    // U06: a qcow2 of 1 GiB virtual into 64 MiB: refused from its header.
+    let big = t.path().join("big.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            &big.display().to_string(),
+            "1G",
+        ],
+    );
+    let mut s = Server::start(&[]);
+    let (code, body) = s.post("/v1beta1/upload", &big);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.starts_with("Saving stream failed: effective image size is larger than the reported available storage"), "{body}");
+    // A raw.xz that grows past the volume while it streams.
+    let bomb = write(t.path(), "bomb.raw.xz", &xz(&vec![1u8; 80 << 20]));
+    let (code, body) = s.post("/v1beta1/upload-async", &bomb);
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("effective image size is larger than the reported available storage"),
+        "{body}"
+    );
+    // U07: exactly the volume's size is fine; the server was ready again.
+    let raw = crate::common::pattern(64 << 20);
+    let exact = write(t.path(), "exact.raw", &raw);
+    assert_eq!(s.post("/v1beta1/upload", &exact).0, 200);
+    assert_eq!(s.wait().0, Some(0));
+    assert!(s.disk() == raw);
+}
+
+#[test]
+fn busy_aborted_and_retried_uploads_follow_cdi() {
+    let c = disk(52);
+    let t = tmp();
+    let raw = write(t.path(), "big.raw", &crate::common::pattern(32 << 20));
+    let q = write(t.path(), "d.qcow2", &c.qcow2);
+    let mut s = Server::start(&[]);
+    let p = pki();
+    // U05: a client sending slowly, killed after about 2 MiB.
+    let mut slow = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            "1M",
+            "--cacert",
+            &p.p("server-ca.crt"),
+        ])
+        .args([
+            "--cert",
+            &p.p(&format!("{CN}.crt")),
+            "--key",
+            &p.p(&format!("{CN}.key")),
+        ])
+        .args([
+            "--data-binary",
+            &format!("@{}", raw.display()),
+            &s.url("/v1beta1/upload"),
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // U03: a second upload meanwhile is told the server is busy.
+    assert_eq!(s.post("/v1beta1/upload", &q).0, 503);
+    assert_eq!(s.post("/v1beta1/upload-form-async", &q).0, 503);
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    // The aborted upload is forgotten: the next one succeeds from offset 0.
+    let start = Instant::now();
+    let code = loop {
+        let (code, _) = s.post("/v1beta1/upload", &q);
+        if code != 503 || start.elapsed() > Duration::from_secs(20) {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, 200);
+    assert_eq!(s.wait().1.as_deref(), Some(DONE));
+    assert!(s.disk() == grown(&c.raw));
+}
+
+#[test]
+fn async_failure_after_the_body_exits_1_without_a_success_message() {
+    // U11: a qcow2 cut at the end: every byte arrives (200), the image is
+    // found broken only then.
+    let c = disk(53);
+    let t = tmp();
+    let cut = write(t.path(), "cut.qcow2", &c.qcow2[..c.qcow2.len() - 4096]);
+    let mut s = Server::start(&[]);
+    let (code, _) = s.post("/v1beta1/upload-async", &cut);
+    let (status, term, log) = s.wait();
+    assert_eq!(code, 200, "{log}");
+    assert_eq!(status, Some(1), "{log}");
+    assert_eq!(term, None);
+    assert!(log.contains("UploadServer failed"), "{log}");
+}
+
+#[test]
+fn bad_forms_checksums_and_clone_headers_are_refused_and_the_server_stays_ready() {
+    let c = disk(54);
+    let t = tmp();
+    let q = write(t.path(), "d.qcow2", &c.qcow2);
+    let mut s = Server::start(&[]);
+    // U10: a form without a `file` part, and a body that is not a form.
+    let (code, body) = s.curl(Some(CN), &["-F", "other=x", &s.url("/v1beta1/upload-form")]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no 'file' part"), "{body}");
+    let f = format!("@{}", q.display());
+    assert_eq!(
+        s.curl(
+            Some(CN),
+            &["--data-binary", &f, &s.url("/v1beta1/upload-form")]
+        )
+        .0,
+        400
+    );
+    // X-Checksum (beyond CDI): a mismatch is 400 and nothing is left.
+    let wrong = format!("X-Checksum: sha256:{}", "0".repeat(64));
+    let (code, body) = s.curl(
+        Some(CN),
+        &["-H", &wrong, "--data-binary", &f, &s.url("/v1beta1/upload")],
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("checksum mismatch"), "{body}");
+    assert!(!s.root().join("data/disk.img").exists());
+    assert_eq!(
+        s.curl(
+            Some(CN),
+            &[
+                "-H",
+                "X-Checksum: nope",
+                "--data-binary",
+                &f,
+                &s.url("/v1beta1/upload")
+            ]
+        )
+        .0,
+        400
+    );
+    // Async clone: CDI's 500.
+    let (code, body) = s.curl(
+        Some(CN),
+        &[
+            "-H",
+            "x-cdi-content-type: blockdevice-clone",
+            "--data-binary",
+            &f,
+            &s.url("/v1beta1/upload-async"),
+        ],
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (500, "Saving stream failed: async clone not supported")
+    );
+    // Still ready, and a right checksum passes.
+    let right = format!("X-Checksum: sha256:{}", &crate::oci::sha256(&c.qcow2)[7..]);
+    assert_eq!(
+        s.curl(
+            Some(CN),
+            &["-H", &right, "--data-binary", &f, &s.url("/v1beta1/upload")]
+        )
+        .0,
+        200
+    );
+    assert_eq!(s.wait().1.as_deref(), Some(DONE));
+    assert!(s.disk() == grown(&c.raw));
+}
+
+#[test]
+fn archive_uploads_extract_and_block_volumes_take_images() {
+    let t = tmp();
+    let tarball = crate::import::tar(&[
+        ("dir/", b'5', b"", 0o755, ""),
+        ("dir/f.txt", b'0', b"hello", 0o644, ""),
+    ]);
+    let a = write(t.path(), "a.tar.gz", &gz(&tarball));
+    let mut s = Server::start(&[]);
+    assert_eq!(s.post("/v1beta1/upload-archive", &a).0, 200);
+    assert_eq!(s.wait().0, Some(0));
+    assert_eq!(
+        std::fs::read(s.root().join("data/dir/f.txt")).unwrap(),
+        b"hello"
+    );
+    if !crate::common::privileged() {
+        return;
+    }
+    let c: Disk = disk(55);
+    let q = write(t.path(), "d.qcow2", &c.qcow2);
+    let lo = crate::common::Loop::new(16 << 20, 0x5a);
+    let mut s = Server::spawn(&[("DESTINATION", "/dev/cdi-block-volume")]);
+    let rdev = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&lo.dev).unwrap().rdev()
+    };
+    let node =
+        std::ffi::CString::new(s.root().join("dev/cdi-block-volume").to_str().unwrap()).unwrap();
+    // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
+    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
+    assert_eq!(rc, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.post("/v1beta1/upload", &q).0, 200);
+    assert_eq!(s.wait().0, Some(0));
+    let dev = lo.read();
+    assert!(
+        dev[..c.raw.len()] == c.raw[..],
+        "device content (holes zeroed)"
+    );
+}
+
+#[test]
+fn start_up_errors_and_the_deadline() {
+    let t = tmp();
+    let empty = write(t.path(), "empty.crt", b"");
+    for env in [
+        vec![("CLIENT_CERT_FILE", empty.to_str().unwrap())],
+        vec![("TLS_KEY_FILE", "/nonexistent/tls.key")],
+        vec![("TLS_CERT_FILE", "")],
+    ] {
+        let mut s = Server::spawn(&env);
+        let (status, term, log) = s.wait();
+        assert_eq!(status, Some(1), "{env:?}: {log}");
+        assert_eq!(term, None);
+        assert!(
+            log.contains("UploadServer failed: Error getting TLS config"),
+            "{log}"
+        );
+    }
+    let mut s = Server::spawn(&[("DEADLINE", "not a time")]);
+    assert_eq!(s.wait().0, Some(255));
+    let mut s = Server::spawn(&[("DEADLINE", "2020-01-01T00:00:00Z")]);
+    let (status, term, _) = s.wait();
+    assert_eq!(status, Some(0));
+    assert_eq!(
+        term.as_deref(),
+        Some(r#"{"deadlinePassed":true,"message":"Deadline Passed"}"#)
+    );
+}
