@@ -83,7 +83,8 @@ impl Producer {
             // Queue plus the extents being filled and written.
             Producer::Stream(c) => Some(c.recycle(depth + 2)),
             Producer::Qcow2(r) => Some(r.recycle(depth + 2)),
-            Producer::Sparse(_) | Producer::Qcow2Stream(_) => None,
+            Producer::Qcow2Stream(r) => Some(r.recycle(depth + 2)),
+            Producer::Sparse(_) => None,
         };
         let (tx, rx) = sync_channel(depth);
         let handle = std::thread::Builder::new()

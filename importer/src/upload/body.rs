@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-/// Chunks in flight between the connection and the pipeline.
-const DEPTH: usize = 16;
+/// Chunks in flight between the connection and the pipeline (of up to
+/// [`GATHER`] bytes each: 1 MiB).
+const DEPTH: usize = 4;
 
 pub(crate) enum Chunk {
     Data(Bytes),
@@ -91,8 +92,13 @@ const DRAIN_BYTES: u64 = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reads and drops what is left of `body` (bounded).
-pub(crate) async fn drain(mut body: Incoming) {
-    let mut left = DRAIN_BYTES;
+pub(crate) async fn drain(body: Incoming) {
+    drain_up_to(body, DRAIN_BYTES).await;
+}
+
+/// [`drain`] with a smaller bound (a client not yet authenticated).
+pub(crate) async fn drain_up_to(mut body: Incoming, limit: u64) {
+    let mut left = limit;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(f)) = body.frame().await {
             let n = f.data_ref().map_or(0, |d| d.len() as u64);
@@ -105,19 +111,53 @@ pub(crate) async fn drain(mut body: Incoming) {
     .await;
 }
 
+/// A body that sends nothing for this long fails (U08; CDI has no body
+/// timeout): the same idle limit as downloads.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Body frames are gathered into chunks of this size before they cross to
+/// the pipeline: TLS records make frames of at most 16 KiB, and one channel
+/// hand-over (a thread wake-up) per frame cost more than the copy.
+const GATHER: usize = 256 << 10;
+
 /// Feeds a raw body; when the pipeline stops taking it, drains the rest.
 pub(crate) async fn feed_raw(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
+    let mut gathered = bytes::BytesMut::new();
     loop {
-        let msg = match body.frame().await {
+        let Ok(frame) = tokio::time::timeout(BODY_IDLE, body.frame()).await else {
+            let _ = tx
+                .send(Chunk::Failed(format!(
+                    "no data for {} s",
+                    BODY_IDLE.as_secs()
+                )))
+                .await;
+            return;
+        };
+        let msg = match frame {
             Some(Ok(f)) => match f.into_data() {
-                Ok(d) if d.is_empty() => continue,
-                Ok(d) => Chunk::Data(d),
+                Ok(d) => {
+                    if gathered.is_empty() && d.len() >= GATHER {
+                        Chunk::Data(d)
+                    } else {
+                        gathered.extend_from_slice(&d);
+                        if gathered.len() < GATHER {
+                            continue;
+                        }
+                        Chunk::Data(gathered.split().freeze())
+                    }
+                }
                 Err(_) => continue, // trailers
             },
             Some(Err(e)) => Chunk::Failed(e.to_string()),
             None => Chunk::End,
         };
         let last = !matches!(msg, Chunk::Data(_));
+        if last && !gathered.is_empty() {
+            let rest = Chunk::Data(gathered.split().freeze());
+            if tx.send(rest).await.is_err() {
+                return;
+            }
+        }
         if tx.send(msg).await.is_err() {
             drain(body).await;
             return;
@@ -170,7 +210,16 @@ pub(crate) async fn find_file_part(
 /// rest of the part (bounded, as [`drain`]).
 pub(crate) async fn feed_part(mut part: FilePart, tx: mpsc::Sender<Chunk>) {
     loop {
-        let msg = match part.field.chunk().await {
+        let Ok(chunk) = tokio::time::timeout(BODY_IDLE, part.field.chunk()).await else {
+            let _ = tx
+                .send(Chunk::Failed(format!(
+                    "no data for {} s",
+                    BODY_IDLE.as_secs()
+                )))
+                .await;
+            return;
+        };
+        let msg = match chunk {
             Ok(Some(d)) if d.is_empty() => continue,
             Ok(Some(d)) => Chunk::Data(d),
             Ok(None) => Chunk::End,

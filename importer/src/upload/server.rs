@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 
-use super::body::{drain, feed_part, feed_raw, find_file_part, BodyReader};
+use super::body::{drain, drain_up_to, feed_part, feed_raw, find_file_part, BodyReader};
 use super::{tls, volume, Ending, UploadSettings};
 use crate::cdi::{usable_space, write_termination};
 use crate::pipeline::{convert_source, ConvertOptions, Milestones};
@@ -137,20 +137,32 @@ async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response
     if route.asynchronous && req.method() == Method::HEAD {
         return reply(StatusCode::OK, "");
     }
+    // An early answer still reads a little of the body (dropped), so a
+    // client that is sending reads the answer, not a reset connection;
+    // at most 1 MiB from a client not yet known, 64 MiB from ours.
     if req.method() != Method::POST {
+        tokio::spawn(drain_up_to(req.into_body(), 1 << 20));
         return reply(StatusCode::NOT_FOUND, "");
     }
     if !peer.cert || peer.cn.as_deref() != Some(sh.s.client_name.as_str()) {
         tracing::warn!(cn = ?peer.cn.as_deref().map(formats::text::escape), "Upload refused: client certificate missing or of another name.");
+        tokio::spawn(drain_up_to(req.into_body(), 1 << 20));
         return reply(StatusCode::UNAUTHORIZED, "");
     }
-    {
+    let refused = {
         let mut phase = sh.phase.lock().unwrap_or_else(|p| p.into_inner());
         match *phase {
-            Phase::Busy => return reply(StatusCode::SERVICE_UNAVAILABLE, ""),
-            Phase::Done => return reply(StatusCode::CONFLICT, ""),
-            Phase::Ready => *phase = Phase::Busy,
+            Phase::Busy => Some(StatusCode::SERVICE_UNAVAILABLE),
+            Phase::Done => Some(StatusCode::CONFLICT),
+            Phase::Ready => {
+                *phase = Phase::Busy;
+                None
+            }
         }
+    };
+    if let Some(status) = refused {
+        tokio::spawn(drain(req.into_body()));
+        return reply(status, "");
     }
     let resp = upload(req, route, &sh).await;
     if resp.status() != StatusCode::OK {

@@ -108,7 +108,13 @@ impl<R: Read> Qcow2Stream<R> {
             }
             claims.push((host, host + len));
         }
-        let mut out = BytesMut::zeroed(len as usize);
+        // A pooled buffer when the consumer gives them back (no page faults
+        // per extent, crate::pool); every byte is written below, and a
+        // short read's tail is zeroed.
+        let mut out = match &self.pool {
+            Some(p) => p.take(len as usize, len as usize),
+            None => BytesMut::zeroed(len as usize),
+        };
         let behind = self.pos.saturating_sub(host).min(len);
         if behind > 0 {
             let b = self.read_spilled(what, host, behind)?;
@@ -135,6 +141,7 @@ impl<R: Read> Qcow2Stream<R> {
                 }
             }
             let got = self.read_stream_short(&mut out[behind as usize..], what)?;
+            out[behind as usize + got..].fill(0);
             // Shared clusters (Q65): keep what a later guest offset maps to.
             let fresh = &out[behind as usize..behind as usize + got];
             let after = guest_end.div_ceil(self.cluster) * self.cluster;

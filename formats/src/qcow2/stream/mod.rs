@@ -130,6 +130,8 @@ pub struct Qcow2Stream<R> {
     spill: Spill,
     spill_opts: SpillOptions,
     decompressors: [Decompressor; 2],
+    /// Data buffers handed back by the consumer (crate::pool).
+    pool: Option<crate::pool::BufferPool>,
 }
 
 impl<R> std::fmt::Debug for Qcow2Stream<R> {
@@ -233,6 +235,7 @@ impl<R: Read> Qcow2Stream<R> {
             header,
             spill: Spill::default(),
             spill_opts,
+            pool: None,
             decompressors: [
                 Decompressor::new(compression),
                 Decompressor::new(compression),
@@ -242,6 +245,12 @@ impl<R: Read> Qcow2Stream<R> {
             s.add_meta(snapshots, SNAPSHOT_FIXED, Role::Snapshot(nb_snapshots))?;
         }
         Ok(s)
+    }
+
+    /// Reuses data buffers: the consumer gives finished extents back
+    /// through the returned handle (at most `depth` kept idle).
+    pub fn recycle(&mut self, depth: usize) -> crate::pool::BufferReturn {
+        crate::pool::BufferPool::install(&mut self.pool, depth)
     }
 
     /// The parsed header.
