@@ -64,6 +64,12 @@ pub struct UploadArgs {
     /// TLS_CIPHERS: comma-separated OpenSSL or IANA names of TLS 1.2 suites.
     #[arg(long)]
     tls_ciphers: Option<String>,
+    /// Serve the upload's progress metric (percent of Content-Length) over HTTPS here (beyond CDI; default: off). Env DISKIMPORT_METRICS_ADDRESS.
+    #[arg(long)]
+    metrics_address: Option<String>,
+    /// OWNER_UID: the progress metric's label.
+    #[arg(long)]
+    owner_uid: Option<String>,
 }
 
 fn setting(flag: Option<String>, var: &str) -> Option<String> {
@@ -91,6 +97,8 @@ pub struct UploadSettings {
     pub(crate) listen: String,
     pub(crate) min_version: Option<String>,
     pub(crate) ciphers: Option<String>,
+    pub(crate) metrics: Option<std::net::SocketAddr>,
+    pub(crate) owner_uid: String,
 }
 
 /// Why the server could not start (exit 1; DEADLINE unparsable: 255, as
@@ -178,6 +186,16 @@ impl UploadArgs {
             listen,
             min_version: setting(self.tls_min_version, "TLS_MIN_VERSION"),
             ciphers: setting(self.tls_ciphers, "TLS_CIPHERS"),
+            metrics: match setting(self.metrics_address, "DISKIMPORT_METRICS_ADDRESS").as_deref() {
+                None | Some("off") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    fail(format!(
+                        "Invalid metrics address {:?}",
+                        formats::text::escape(a)
+                    ))
+                })?),
+            },
+            owner_uid: setting(self.owner_uid, "OWNER_UID").unwrap_or_default(),
         })
     }
 }

@@ -35,6 +35,8 @@ enum Phase {
 
 struct Shared {
     s: UploadSettings,
+    /// Upload progress (the metric, when served).
+    progress: Arc<crate::progress::ProgressState>,
     phase: Mutex<Phase>,
     finish: mpsc::Sender<Ending>,
 }
@@ -240,8 +242,17 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
     let archive = route.archive;
     let ms = Arc::new(Milestones::default());
     let ms2 = ms.clone();
+    let progress = sh.progress.clone();
     let job = tokio::task::spawn_blocking(move || {
-        process(&s, archive, Box::new(reader), length, checksum, ms2)
+        process(
+            &s,
+            archive,
+            Box::new(reader),
+            length,
+            checksum,
+            ms2,
+            &progress,
+        )
     });
     if !route.asynchronous {
         return finished(sh, job.await).await;
@@ -323,6 +334,7 @@ fn process(
     length: Option<u64>,
     checksum: Option<sources::meter::Checksum>,
     milestones: Arc<Milestones>,
+    progress: &Arc<crate::progress::ProgressState>,
 ) -> Result<bool, ImportError> {
     let target = volume(s);
     let available = target.available(s.image_size)?;
@@ -358,6 +370,7 @@ fn process(
         grow_to,
         checksum: checksum.clone(),
         milestones: Some(milestones),
+        progress_state: Some(progress.clone()),
         ..Default::default()
     };
     let source = sources::source::Source::from_body("upload", body, length, checksum.as_ref());
@@ -407,6 +420,22 @@ pub(super) fn serve(s: UploadSettings) -> Result<Ending, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // The metric has its own small runtime: started outside ours.
+    let progress = Arc::new(crate::progress::ProgressState::default());
+    let _metrics = match s.metrics {
+        Some(addr) => match crate::cdi::metrics::MetricsServer::start(
+            addr,
+            s.owner_uid.clone(),
+            progress.clone(),
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!("Progress metric not served: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&s.listen)
             .await
@@ -415,7 +444,12 @@ pub(super) fn serve(s: UploadSettings) -> Result<Ending, String> {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let (finish_tx, mut finish_rx) = mpsc::channel(4);
         let deadline = s.deadline;
-        let sh = Arc::new(Shared { s, phase: Mutex::new(Phase::Ready), finish: finish_tx });
+        let sh = Arc::new(Shared {
+            s,
+            progress,
+            phase: Mutex::new(Phase::Ready),
+            finish: finish_tx,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let active = Arc::new(AtomicUsize::new(0));
         if let Some(d) = deadline {

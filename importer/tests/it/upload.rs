@@ -587,3 +587,70 @@ fn start_up_errors_and_the_deadline() {
         Some(r#"{"deadlinePassed":true,"message":"Deadline Passed"}"#)
     );
 }
+
+#[test]
+fn upload_progress_is_served_as_a_metric_while_the_body_arrives() {
+    // Beyond CDI: percent of Content-Length, CDI's import metric format.
+    let t = tmp();
+    let raw = crate::common::pattern(8 << 20);
+    let f = write(t.path(), "d.raw", &raw);
+    let mport = free_port();
+    let maddr = format!("127.0.0.1:{mport}");
+    let mut s = Server::start(&[
+        ("DISKIMPORT_METRICS_ADDRESS", &maddr),
+        ("OWNER_UID", "up-1"),
+    ]);
+    let p = pki();
+    let mut slow = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            "2M",
+            "--cacert",
+            &p.p("server-ca.crt"),
+        ])
+        .args([
+            "--cert",
+            &p.p(&format!("{CN}.crt")),
+            "--key",
+            &p.p(&format!("{CN}.key")),
+        ])
+        .args([
+            "-X",
+            "POST",
+            "-T",
+            &f.display().to_string(),
+            &s.url("/v1beta1/upload"),
+        ])
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) && slow.try_wait().unwrap().is_none() {
+        let out = Command::new("curl")
+            .args(["-sk", &format!("https://{maddr}/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(v) = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"kubevirt_cdi_import_progress_total{ownerUID="up-1"} "#))
+        {
+            seen.push(v.parse::<f64>().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(slow.wait().unwrap().success());
+    assert_eq!(s.wait().0, Some(0));
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "not monotonic: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|&v| v > 0.0 && v < 100.0),
+        "no progress between 0 and 100: {seen:?}"
+    );
+    assert!(s.disk()[..raw.len()] == raw[..]);
+}
