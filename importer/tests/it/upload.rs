@@ -654,3 +654,81 @@ fn upload_progress_is_served_as_a_metric_while_the_body_arrives() {
     );
     assert!(s.disk()[..raw.len()] == raw[..]);
 }
+
+#[test]
+fn block_device_clone_targets_take_a_snappy_stream() {
+    // Host-assisted clone (x-cdi-content-type: blockdevice-clone): CDI's
+    // cloner sends the source device through golang/snappy's framed
+    // writer; the bytes are written as they are ("Clone Complete").
+    let t = tmp();
+    let mut raw = crate::common::sparse_image(8 << 20);
+    // A qcow2 header inside must not be interpreted: a clone is raw.
+    raw[..4].copy_from_slice(b"QFI\xfb");
+    let mut enc = snap::write::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut enc, &raw).unwrap();
+    let framed = enc.into_inner().unwrap();
+    let f = write(t.path(), "clone.sz", &framed);
+    let fs = format!("@{}", f.display());
+    let mut s = Server::start(&[]);
+    // A filesystem clone (GNU sparse tar) is refused, not written wrong.
+    let (code, body) = s.curl(
+        Some(CN),
+        &[
+            "-H",
+            "x-cdi-content-type: filesystem-clone",
+            "--data-binary",
+            &fs,
+            &s.url("/v1beta1/upload"),
+        ],
+    );
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            500,
+            "Saving stream failed: filesystem clone targets are not supported yet"
+        )
+    );
+    let (code, body) = s.curl(
+        Some(CN),
+        &[
+            "-H",
+            "x-cdi-content-type: blockdevice-clone",
+            "--data-binary",
+            &fs,
+            &s.url("/v1beta1/upload"),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (status, term, _) = s.wait();
+    assert_eq!(status, Some(0));
+    assert_eq!(
+        term.as_deref(),
+        Some(r#"{"preallocationApplied":false,"message":"Clone Complete"}"#)
+    );
+    assert!(s.disk()[..raw.len()] == raw[..], "clone content");
+    // A broken snappy stream (its checksum fails) is 500 and leaves nothing.
+    let mut bad = framed.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    let mut check = Vec::new();
+    assert!(
+        std::io::Read::read_to_end(&mut snap::read::FrameDecoder::new(&bad[..]), &mut check)
+            .is_err(),
+        "the damaged stream must not decode"
+    );
+    let f = write(t.path(), "bad.sz", &bad);
+    let mut s = Server::start(&[]);
+    let (code, _) = s.curl(
+        Some(CN),
+        &[
+            "-H",
+            "x-cdi-content-type: blockdevice-clone",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &s.url("/v1beta1/upload"),
+        ],
+    );
+    assert_eq!(code, 500);
+    assert!(!s.root().join("data/disk.img").exists());
+    drop(s.child.take().map(|mut c| c.kill()));
+}
