@@ -8,8 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use crate::progress::ProgressState;
 
 /// Scrapes served at once; more wait.
@@ -123,29 +121,32 @@ impl MetricsServer {
     }
 }
 
+/// One connection: HTTP/1.1 on the same stack as the upload server
+/// (hyper), any path and method answered with the metric.
 async fn serve(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
     owner: &str,
     state: &ProgressState,
 ) -> std::io::Result<()> {
-    let mut tls = acceptor.accept(tcp).await?;
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tls.read(&mut buf).await?;
-        if n == 0 || head.len() + n > MAX_REQUEST {
-            return Ok(());
+    let tls = acceptor.accept(tcp).await?;
+    let svc = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| {
+        let body = render(owner, state.percent());
+        async move {
+            let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok::<_, std::convert::Infallible>(r)
         }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let body = render(owner, state.percent());
-    let resp = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(resp.as_bytes()).await?;
-    tls.shutdown().await
+    });
+    hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_REQUEST)
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+        .await
+        .map_err(std::io::Error::other)
 }
 
 impl Drop for MetricsServer {
