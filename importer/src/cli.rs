@@ -145,6 +145,7 @@ impl HttpArgs {
             deadline: self.deadline.map(|d| seconds("deadline", d)).transpose()?,
             connections: usize::from(self.connections),
             egress,
+            client_cert: None,
         })
     }
 }

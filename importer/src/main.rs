@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: importer::containerdisk::ContainerdiskCommand,
     },
+    /// Upload FILE to an upload server (as virtctl image-upload does: HEAD probe, then POST), with client certificates and a progress bar.
+    Upload(importer::upload::UploadClientArgs),
     /// Run as CDI's upload server: HTTPS with client certificates; each upload converted while it arrives (settings from CDI's environment or flags).
     UploadServer(importer::upload::UploadArgs),
     /// Node pull: serve the one file of a container disk's /disk to the importer (CDI's cdi-containerimage-server; Go-style flags -p, -image-dir, -ready-file, -done-file). Also built as the static binary diskimport-serve-image.
@@ -133,6 +135,11 @@ fn run(cli: Cli) -> Result<(), ImportError> {
         Command::Import(_) => unreachable!("import is run by run_import"),
         Command::ServeImage { .. } => unreachable!("serve-image is run before parsing"),
         Command::UploadServer(_) => unreachable!("upload-server is run by run_upload_server"),
+        Command::Upload(args) => {
+            let done = importer::upload::run_client(args)?;
+            eprintln!("{done}");
+            Ok(())
+        }
         Command::Containerdisk { command } => {
             let done = importer::containerdisk::run(command)?;
             eprintln!("{done}");

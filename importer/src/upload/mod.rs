@@ -11,11 +11,14 @@
 //! ```
 
 mod body;
+mod client;
 mod server;
 mod tls;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use client::{run as run_client, UploadClientArgs};
 
 use crate::cdi::under;
 

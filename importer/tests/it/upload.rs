@@ -732,3 +732,51 @@ fn block_device_clone_targets_take_a_snappy_stream() {
     assert!(!s.root().join("data/disk.img").exists());
     drop(s.child.take().map(|mut c| c.kill()));
 }
+
+#[test]
+fn our_upload_client_probes_async_and_presents_its_certificate() {
+    let c = disk(56);
+    let t = tmp();
+    let q = write(t.path(), "d.qcow2", &c.qcow2);
+    let p = pki();
+    let ca = t.path().join("ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    std::fs::copy(p.dir.join("server-ca.crt"), ca.join("server-ca.crt")).unwrap();
+    let ca = ca.display().to_string();
+    let qs = q.display().to_string();
+    let mut s = Server::start(&[]);
+    let base = s.url("");
+    let with = |cert: &str| {
+        crate::common::run(&[
+            "upload",
+            "--no-progress",
+            "--retries",
+            "0",
+            "--cert-dir",
+            &ca,
+            "--client-cert",
+            &p.p(&format!("{cert}.crt")),
+            "--client-key",
+            &p.p(&format!("{cert}.key")),
+            &qs,
+            &base,
+        ])
+    };
+    // The wrong name: 401 on the first attempt fails at once.
+    let o = with("wrong.example");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unexpected return value 401"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = with(CN);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("to upload-async"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(s.wait().1.as_deref(), Some(DONE));
+    assert!(s.disk() == grown(&c.raw));
+}

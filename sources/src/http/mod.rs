@@ -80,6 +80,30 @@ pub fn fetch_small(url: &str, opts: HttpOptions, limit: u64) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// A request body fed from a channel (a blocking reader on its own thread).
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    len: u64,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|m| m.map(|r| r.map(hyper::body::Frame::data)))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.len)
+    }
+}
+
 /// Counters of one download, for reports and tests.
 #[derive(Debug, Default)]
 pub struct HttpStats {
@@ -221,7 +245,11 @@ impl HttpClient {
             });
         }
         let dirs: Vec<&std::path::Path> = opts.ca_dirs.iter().map(PathBuf::as_path).collect();
-        let tls = tls::client_config(&dirs, opts.insecure)?;
+        let client = opts
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = tls::client_config_with(&dirs, opts.insecure, client)?;
         let policy = Arc::new(opts.egress.clone());
         let mut defaults = HeaderMap::new();
         defaults.insert(
@@ -348,6 +376,73 @@ impl HttpClient {
         let net = self.net.clone();
         self.rt
             .block_on(async move { net.send_method(method, url, extra, body).await })
+    }
+
+    /// The status of a `HEAD` of `url` (a probe; not retried).
+    pub fn head_status(&self, url: &Url) -> Result<u16, HttpError> {
+        self.send_once(reqwest::Method::HEAD, url, &[], None)
+            .map(|r| r.status().as_u16())
+    }
+
+    /// POSTs `len` bytes read from `body` (streamed from a blocking reader,
+    /// never held whole) with `extra` headers: the status and the answer's
+    /// first 64 KiB. Not retried.
+    pub fn post_reader(
+        &self,
+        url: &Url,
+        extra: &[(HeaderName, HeaderValue)],
+        body: Box<dyn std::io::Read + Send>,
+        len: u64,
+    ) -> Result<(u16, String), HttpError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let reader = std::thread::spawn(move || {
+            let mut body = body;
+            loop {
+                let mut buf = vec![0u8; 256 << 10];
+                match body.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let net = self.net.clone();
+        let url = url.clone();
+        let mut headers = extra.to_vec();
+        headers.push((header::CONTENT_LENGTH, HeaderValue::from(len)));
+        let r = self.rt.block_on(async move {
+            net.check_destination(&url)?;
+            let mut req = net
+                .client
+                .post(url.clone())
+                .body(reqwest::Body::wrap(ChannelBody { rx, len }));
+            for (n, v) in &headers {
+                req = req.header(n, v);
+            }
+            let mut resp = req.send().await.map_err(|e| classify_reqwest(&e))?;
+            let status = resp.status().as_u16();
+            let mut text = Vec::new();
+            while let Some(c) = net.next_chunk(&mut resp).await? {
+                if text.len() < 64 << 10 {
+                    text.extend_from_slice(&c);
+                }
+            }
+            Ok((
+                status,
+                formats::text::escape(&String::from_utf8_lossy(&text)),
+            ))
+        });
+        let _ = reader.join();
+        r
     }
 
     /// Reads a small answer body: at most `limit` bytes, else `None`

@@ -74,6 +74,8 @@ pub struct HttpOptions {
     pub connections: usize,
     /// Where connections may go.
     pub egress: EgressPolicy,
+    /// A client certificate and key (PEM files) to present.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for HttpOptions {
@@ -89,6 +91,7 @@ impl Default for HttpOptions {
             deadline: None,
             connections: 4,
             egress: EgressPolicy::default(),
+            client_cert: None,
         }
     }
 }

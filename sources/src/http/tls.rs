@@ -58,17 +58,61 @@ fn add_ca_dir(roots: &mut RootCertStore, dir: &Path) -> Result<usize, HttpError>
     Ok(added)
 }
 
-/// The rustls configuration for `ca_dirs` and `insecure`.
-pub(crate) fn client_config(ca_dirs: &[&Path], insecure: bool) -> Result<ClientConfig, HttpError> {
+/// A client certificate chain and its key, both PEM files.
+fn identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    HttpError,
+> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        HttpError::Config(format!(
+            "Client {what} {:?}: {e}",
+            formats::text::escape(&p.display().to_string())
+        ))
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("certificate", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("certificate", cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad("certificate", cert, &"no certificate in it"));
+    }
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| bad("key", key, &e))?;
+    Ok((chain, key))
+}
+
+/// The rustls configuration for `ca_dirs` and `insecure`, presenting a
+/// client certificate (`cert`, `key`) when given.
+pub(crate) fn client_config_with(
+    ca_dirs: &[&Path],
+    insecure: bool,
+    client: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, HttpError> {
+    let id = client.map(|(c, k)| identity(c, k)).transpose()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| HttpError::Config(format!("TLS setup: {e}")))?;
+    let finish = |b: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>| match id
+    {
+        Some((chain, key)) => b
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| HttpError::Config(format!("Client certificate: {e}"))),
+        None => Ok(b.with_no_client_auth()),
+    };
     let mut config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
+        finish(
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider))),
+        )?
     } else {
         let mut roots = RootCertStore::empty();
         // The system store is best effort: a minimal container may have
@@ -78,7 +122,7 @@ pub(crate) fn client_config(ca_dirs: &[&Path], insecure: bool) -> Result<ClientC
         for dir in ca_dirs {
             add_ca_dir(&mut roots, dir)?;
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        finish(builder.with_root_certificates(roots))?
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -143,9 +187,9 @@ mod tests {
         let d = std::env::temp_dir().join(format!("di-ca-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join(".junk"), "not a certificate").unwrap();
-        assert!(client_config(&[d.as_path()], false).is_ok());
+        assert!(client_config_with(&[d.as_path()], false, None).is_ok());
         std::fs::write(d.join("bad.crt"), "not a certificate").unwrap();
-        let e = client_config(&[d.as_path()], false).unwrap_err();
+        let e = client_config_with(&[d.as_path()], false, None).unwrap_err();
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
