@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 rm -rf seeds
-mkdir -p seeds/{qcow2,layers,tar,registry}
+mkdir -p seeds/{qcow2,layers,tar,registry,upload}
 
 q() { # name size create-options qemu-io-commands...
   local name=$1 size=$2 opts=$3
@@ -68,4 +68,7 @@ registry() {
   { cat $r/layer.tar; printf '\xff\x00\xff'; cat "$t/wh.tar"; } > $r/two-layers
 }
 registry
+# Upload forms (boundary B, as the upload_form target uses).
+printf -- '--B\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--B\r\nContent-Disposition: form-data; name="file"; filename="d.img"\r\nContent-Type: application/octet-stream\r\n\r\nDISK-BYTES\r\n--B--\r\n' > seeds/upload/form
+printf -- '--B\r\nContent-Disposition: form-data; name="file"\r\n\r\n\r\n--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nsecond\r\n--B--\r\n' > seeds/upload/two-files
 ls -la seeds/*

@@ -190,6 +190,15 @@ pub(crate) async fn find_file_part(
             return Err("not a multipart form: no Content-Type".into());
         }
     };
+    file_part_in(body, boundary).await
+}
+
+/// [`find_file_part`] over any body (the fuzz target feeds bytes).
+pub(crate) async fn file_part_in<B>(body: B, boundary: String) -> Result<FilePart, String>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
     loop {
         match mp.next_field().await {
@@ -204,6 +213,25 @@ pub(crate) async fn find_file_part(
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// Runs the form parser over `data` (boundary `B`) and reads the `file`
+/// part, at most 64 MiB: its length. For the `upload_form` fuzz target.
+#[doc(hidden)]
+pub fn fuzz_form(data: &[u8]) -> Option<usize> {
+    let rt = tokio::runtime::Builder::new_current_thread().build().ok()?;
+    rt.block_on(async {
+        let body = http_body_util::Full::new(Bytes::copy_from_slice(data));
+        let mut part = file_part_in(body, "B".into()).await.ok()?;
+        let mut n = 0;
+        while let Ok(Some(c)) = part.field.chunk().await {
+            n += c.len();
+            if n > 64 << 20 {
+                break;
+            }
+        }
+        Some(n)
+    })
 }
 
 /// Feeds the `file` part; when the pipeline stops taking it, drains the

@@ -18,6 +18,7 @@ mod tls;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use body::fuzz_form;
 pub use client::{run as run_client, UploadClientArgs};
 
 use crate::cdi::under;

@@ -574,3 +574,39 @@ fn cdi_peer_bootc_image_is_refused_with_cdis_message() {
         "bootc image detected: this image contains an ostree-based bootable OS (containers.bootc=1 or ostree.bootable=1)",
     );
 }
+
+#[test]
+fn t13_pax_size_wins_over_the_ustar_size_and_entries_stay_in_step() {
+    // A PAX `size` record for the disk entry whose ustar size field says 0:
+    // the PAX size is the entry's size (as Go's archive/tar reads it), and
+    // the entry after it is found where it really starts.
+    let c = disk(60);
+    let record = format!("{} size={}\n", 0, c.qcow2.len());
+    // A PAX record's length counts itself: "NN size=...\n".
+    let body_len = record.len() - 1;
+    let mut len = body_len + body_len.to_string().len();
+    if (len.to_string().len()) != body_len.to_string().len() {
+        len += 1;
+    }
+    let record = format!("{len} size={}\n", c.qcow2.len());
+    assert_eq!(record.len(), len);
+    let mut t = crate::import::tar_header("./PaxHeaders/disk.img", b'x', record.len(), 0o644, "");
+    t.extend_from_slice(record.as_bytes());
+    t.resize(t.len().div_ceil(512) * 512, 0);
+    t.extend(crate::import::tar_header(
+        "disk/disk.img",
+        b'0',
+        0,
+        0o440,
+        "",
+    ));
+    t.extend_from_slice(&c.qcow2);
+    t.resize(t.len().div_ceil(512) * 512, 0);
+    // An entry after it: found only if the boundaries were kept.
+    t.extend(crate::import::tar_header("etc/hosts", b'0', 2, 0o644, ""));
+    t.extend_from_slice(b"x\n");
+    t.resize(t.len().div_ceil(512) * 512, 0);
+    t.extend(vec![0u8; 1024]);
+    let (d, src) = layout_with(vec![Layer::gz(&t)]);
+    converts_to(&src, d.path(), &[], &c.raw);
+}

@@ -780,3 +780,58 @@ fn our_upload_client_probes_async_and_presents_its_certificate() {
     assert_eq!(s.wait().1.as_deref(), Some(DONE));
     assert!(s.disk() == grown(&c.raw));
 }
+
+#[test]
+fn hostile_and_odd_uploads_get_the_import_paths_outcomes() {
+    let t = tmp();
+    // U14: a qcow2 naming a backing file is refused as on import (G1);
+    // the server answers 500 and stays ready.
+    let base = t.path().join("base.raw");
+    std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
+    let over = t.path().join("over.qcow2");
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            &base.display().to_string(),
+            "-F",
+            "raw",
+            &over.display().to_string(),
+        ],
+    );
+    let mut s = Server::start(&[]);
+    let (code, body) = s.post("/v1beta1/upload", &over);
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains("Backing file") && body.contains("not allowed"),
+        "{body}"
+    );
+    // U13: HTTP/2 is not offered; a client asking for it gets HTTP/1.1.
+    let p = pki();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--cacert",
+            &p.p("server-ca.crt"),
+            &s.url("/healthz"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
+    // An ISO 9660 image is raw: copied as it is.
+    let mut iso = crate::common::pattern(2 << 20);
+    iso[32769..32774].copy_from_slice(b"CD001");
+    let f = write(t.path(), "x.iso", &iso);
+    assert_eq!(s.post("/v1beta1/upload", &f).0, 200);
+    assert_eq!(s.wait().0, Some(0));
+    assert!(s.disk()[..iso.len()] == iso[..]);
+}
