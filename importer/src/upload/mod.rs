@@ -12,6 +12,7 @@
 
 mod body;
 mod client;
+mod process;
 mod server;
 mod tls;
 

@@ -416,7 +416,10 @@ fn busy_aborted_and_retried_uploads_follow_cdi() {
     while !s.root().join("data/disk.img").exists() && start.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(s.root().join("data/disk.img").exists(), "the slow upload never started");
+    assert!(
+        s.root().join("data/disk.img").exists(),
+        "the slow upload never started"
+    );
     // U03: a second upload meanwhile is told the server is busy.
     assert_eq!(s.post("/v1beta1/upload", &q).0, 503);
     assert_eq!(s.post("/v1beta1/upload-form-async", &q).0, 503);

@@ -21,6 +21,7 @@ pub mod manifest;
 mod push;
 pub mod reference;
 mod remote;
+mod verified;
 mod walk;
 
 use std::io::Read;
