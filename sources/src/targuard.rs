@@ -24,6 +24,9 @@ use std::io::{self, Read};
 pub const MAX_NAME: u64 = 16 << 10;
 /// Largest PAX extended header (all records of one entry).
 pub const MAX_PAX: u64 = 1 << 20;
+/// Most extension blocks of one old-GNU sparse entry (21 segments each)
+/// when sparse entries are allowed: 86,000 segments, a few MiB of map.
+pub const MAX_SPARSE_EXT: u32 = 4096;
 
 const BLOCK: u64 = 512;
 
@@ -74,6 +77,8 @@ enum Region {
     Header,
     /// The data of an `x` record, collected for parsing.
     Pax,
+    /// An old-GNU sparse extension block (allowed sparse entries only).
+    SparseExt,
     /// Data that is only passed through (file data, names, padding).
     Skip,
     /// Past the end of the archive.
@@ -95,6 +100,12 @@ pub struct TarGuard<R> {
     next_size: Option<u64>,
     /// The first refusal, returned again by every later read.
     failed: Option<TarGuardError>,
+    /// Old GNU sparse entries (`S`) are read (host-assisted clones).
+    sparse: bool,
+    /// Extension blocks of the current sparse entry so far.
+    ext_blocks: u32,
+    /// The sparse entry's padded data, skipped after its extension blocks.
+    ext_data: u64,
 }
 
 impl<R: Read> TarGuard<R> {
@@ -109,6 +120,19 @@ impl<R: Read> TarGuard<R> {
             pad: 0,
             next_size: None,
             failed: None,
+            sparse: false,
+            ext_blocks: 0,
+            ext_data: 0,
+        }
+    }
+
+    /// Watches `inner` and lets old GNU sparse entries (`S`, what GNU tar
+    /// `-S` writes, as CDI's cloner does) through, their extension blocks
+    /// bounded by [`MAX_SPARSE_EXT`]; PAX sparse entries stay refused.
+    pub fn allowing_sparse(inner: R) -> Self {
+        TarGuard {
+            sparse: true,
+            ..TarGuard::new(inner)
         }
     }
 
@@ -119,7 +143,7 @@ impl<R: Read> TarGuard<R> {
             let (now, rest) = bytes.split_at(n);
             bytes = rest;
             match self.region {
-                Region::Header => self.header.extend_from_slice(now),
+                Region::Header | Region::SparseExt => self.header.extend_from_slice(now),
                 Region::Pax => self.pax.extend_from_slice(now),
                 Region::Skip | Region::Done => {}
             }
@@ -143,6 +167,24 @@ impl<R: Read> TarGuard<R> {
                 let records = std::mem::take(&mut self.pax);
                 self.next_size = parse_pax(&records)?;
                 self.skip_then_header(self.pad);
+            }
+            Region::SparseExt => {
+                // Byte 504 of an extension block: another one follows.
+                let more = self.header[504] != 0;
+                self.header.clear();
+                if more {
+                    self.ext_blocks += 1;
+                    if self.ext_blocks > MAX_SPARSE_EXT {
+                        return Err(TarGuardError::TooLarge {
+                            what: "sparse map",
+                            size: u64::from(self.ext_blocks),
+                            limit: u64::from(MAX_SPARSE_EXT),
+                        });
+                    }
+                    self.left = BLOCK;
+                } else {
+                    self.skip_then_header(self.ext_data);
+                }
             }
             Region::Skip => self.expect_header(),
             Region::Done => {}
@@ -196,7 +238,16 @@ impl<R: Read> TarGuard<R> {
                     limit: MAX_PAX,
                 })
             }
-            b'S' => return Err(TarGuardError::Sparse),
+            b'S' if !self.sparse => return Err(TarGuardError::Sparse),
+            // Byte 482: the map continues in extension blocks, which come
+            // before the data.
+            b'S' if h[482] != 0 => {
+                self.region = Region::SparseExt;
+                self.left = BLOCK;
+                self.ext_blocks = 1;
+                self.ext_data = padded;
+                return Ok(());
+            }
             _ => {}
         }
         if kind == b'x' && size > 0 {
@@ -442,6 +493,57 @@ mod tests {
         assert_eq!(
             parse_size(b"0000000009\0\0"),
             Err(TarGuardError::Malformed("size"))
+        );
+    }
+
+    /// An old-GNU sparse entry of one 512-byte data segment at offset 4096
+    /// of a 4608-byte file, its map continued in `ext` extension blocks
+    /// (each naming nothing more), then the end of the archive.
+    fn gnu_sparse(ext: usize) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("disk.img").unwrap();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_size(512);
+        h.set_mode(0o644);
+        {
+            let g = h.as_gnu_mut().unwrap();
+            g.sparse[0].offset.copy_from_slice(b"00000010000\0");
+            g.sparse[0].numbytes.copy_from_slice(b"00000001000\0");
+            g.realsize.copy_from_slice(b"00000011000\0");
+            g.isextended[0] = u8::from(ext > 0);
+        }
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        for i in 0..ext {
+            let mut b = vec![0u8; 512];
+            b[504] = u8::from(i + 1 < ext);
+            out.extend(b);
+        }
+        out.extend(vec![0x5a; 512]);
+        out.extend(vec![0; 1024]);
+        out
+    }
+
+    #[test]
+    fn gnu_sparse_entries_only_when_allowed_and_their_map_is_bounded() {
+        assert_eq!(refusal(&gnu_sparse(0)), TarGuardError::Sparse);
+        let read = |bytes: &[u8]| -> io::Result<Vec<u8>> {
+            let mut a = tar::Archive::new(TarGuard::allowing_sparse(bytes));
+            let mut e = a.entries()?.next().expect("one entry")?;
+            assert_eq!(e.size(), 4608, "the expanded size");
+            let mut d = Vec::new();
+            e.read_to_end(&mut d)?;
+            Ok(d)
+        };
+        for ext in [0, 1, 3] {
+            let d = read(&gnu_sparse(ext)).unwrap();
+            assert_eq!(d.len(), 4608);
+            assert!(d[..4096].iter().all(|&b| b == 0) && d[4096..4608].iter().all(|&b| b == 0x5a));
+        }
+        let e = read(&gnu_sparse(MAX_SPARSE_EXT as usize + 1)).unwrap_err();
+        assert!(
+            TarGuardError::find(&e).is_some_and(TarGuardError::is_limit),
+            "{e}"
         );
     }
 }

@@ -219,8 +219,44 @@ fn resolves_beneath(root: &OwnedFd, dir: &[&OsStr], target: &Path) -> bool {
 /// Extracts every entry of `archive` beneath `root`; returns the bytes of
 /// regular files written. Fails once they pass `capacity`.
 pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, ArchiveError> {
+    extract_with(input, root, capacity, false)
+}
+
+/// Writes `size` bytes of `entry` to `file`, leaving all-zero 64 KiB
+/// blocks as holes (a sparse entry's holes arrive as zeroes).
+fn copy_sparse(entry: &mut impl Read, file: &mut std::fs::File, size: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 << 10];
+    let mut done = 0u64;
+    while done < size {
+        let want = (size - done).min(buf.len() as u64) as usize;
+        entry.read_exact(&mut buf[..want])?;
+        if buf[..want].iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(want as i64))?;
+        } else {
+            file.write_all(&buf[..want])?;
+        }
+        done += want as u64;
+    }
+    file.set_len(size)
+}
+
+/// [`extract`]; with `sparse`, old GNU sparse entries (what `tar -S`
+/// writes, as CDI's cloner does) are extracted too, their holes kept
+/// (host-assisted clone targets; archives refuse them, D11).
+pub fn extract_with(
+    input: impl Read,
+    root: &Path,
+    capacity: u64,
+    sparse: bool,
+) -> Result<u64, ArchiveError> {
     let root_fd: OwnedFd = std::fs::File::open(root)?.into();
-    let mut archive = tar::Archive::new(TarGuard::new(input));
+    let guard = if sparse {
+        TarGuard::allowing_sparse(input)
+    } else {
+        TarGuard::new(input)
+    };
+    let mut archive = tar::Archive::new(guard);
     let mut written = 0u64;
     // Every symbolic link made, as (directory, name, text): resolved again
     // at the end.
@@ -240,9 +276,12 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644);
         let parent = open_dir(&root_fd, dir, &path)?;
+        let file_kind = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+            || (sparse && kind == tar::EntryType::GNUSparse);
         match kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                // The real size: a PAX `size` overrides the header's field.
+            _ if file_kind => {
+                // The real size: a PAX `size` overrides the header's field;
+                // a sparse entry's is its expanded size.
                 let size = entry.size();
                 written = written.saturating_add(size);
                 if written > capacity {
@@ -261,7 +300,7 @@ pub fn extract(input: impl Read, root: &Path, capacity: u64) -> Result<u64, Arch
                 )
                 .map_err(|e| map_resolve(e, &path))?;
                 let mut file = std::fs::File::from(fd);
-                io::copy(&mut entry, &mut file)?;
+                copy_sparse(&mut entry, &mut file, size)?;
                 rustix::fs::fchmod(file.as_fd(), safe_mode(mode))
                     .map_err(|e| ArchiveError::Io(e.into()))?;
             }

@@ -114,3 +114,66 @@ fn extract_archive(
     meter.verify()?;
     Ok(())
 }
+
+/// A Filesystem clone: a tar of the source volume made with `tar -S` by
+/// CDI's cloner. Into a Filesystem volume it is extracted (sparse entries
+/// kept sparse; CDI reports preallocation applied); onto a block device the
+/// first entry whose name holds `disk.img` is written, holes as zeroes.
+pub(super) fn process_fs_clone(
+    s: &UploadSettings,
+    tar: Box<dyn Read + Send>,
+) -> Result<bool, ImportError> {
+    let target = volume(s);
+    let available = target.available(s.image_size)?;
+    let internal =
+        |e: &dyn std::error::Error| ImportError::Internal(crate::error::describe(e, false));
+    if !target.block {
+        return match crate::cdi::archive::extract_with(tar, &target.data_dir, available, true) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                crate::cdi::archive::clean(&target.data_dir);
+                Err(internal(&e))
+            }
+        };
+    }
+    let mut archive = tar::Archive::new(sources::targuard::TarGuard::allowing_sparse(tar));
+    for entry in archive.entries().map_err(|e| internal(&e))? {
+        let mut entry = entry.map_err(|e| internal(&e))?;
+        let is_disk = String::from_utf8_lossy(&entry.path_bytes()).contains("disk.img");
+        let kind = entry.header().entry_type();
+        if !is_disk || !(kind.is_file() || kind == tar::EntryType::GNUSparse) {
+            continue;
+        }
+        if entry.size() > available {
+            return Err(ImportError::TooLarge {
+                virtual_size: entry.size(),
+                available,
+            });
+        }
+        let mut dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target.path)
+            .map_err(|e| ImportError::Target {
+                path: formats::text::escape(&target.path.display().to_string()),
+                source: e,
+            })?;
+        let target_err = |e: std::io::Error| ImportError::Target {
+            path: formats::text::escape(&target.path.display().to_string()),
+            source: e,
+        };
+        if let Err(e) = std::io::copy(&mut entry, &mut dev) {
+            // A device cut short must not look like a complete disk: its
+            // first MiB is zeroed, as the sinks do on failure.
+            use std::io::{Seek, Write};
+            let _ = dev.seek(std::io::SeekFrom::Start(0));
+            let _ = dev.write_all(&vec![0u8; 1 << 20]);
+            let _ = dev.sync_all();
+            return Err(target_err(e));
+        }
+        dev.sync_all().map_err(target_err)?;
+        return Ok(false);
+    }
+    Err(ImportError::Usage(
+        "the clone stream holds no disk.img".into(),
+    ))
+}

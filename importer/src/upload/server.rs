@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 
 use super::body::{drain, drain_up_to, feed_part, feed_raw, find_file_part, BodyReader};
-use super::process::{process, process_clone};
+use super::process::{process, process_clone, process_fs_clone};
 use super::{tls, Ending, UploadSettings};
 use crate::cdi::write_termination;
 use crate::pipeline::Milestones;
@@ -196,9 +196,6 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
     };
     let refusal = match clone {
         Some(_) if route.asynchronous => Some("async clone not supported"),
-        // GNU tar's sparse entries (CDI's cloner runs `tar -S`) are not
-        // extracted yet (D11): refused rather than written wrong.
-        Some(Clone::Filesystem) => Some("filesystem clone targets are not supported yet"),
         _ => None,
     };
     if let Some(why) = refusal {
@@ -257,13 +254,19 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
     let ms = Arc::new(Milestones::default());
     let ms2 = ms.clone();
     let progress = sh.progress.clone();
-    let block_clone = clone == Some(Clone::Block);
     let job = tokio::task::spawn_blocking(move || {
-        if block_clone {
-            // Snappy's framing format (golang/snappy's writer), decoded
-            // as it arrives: the raw device bytes, copied as they are.
-            let raw = snap::read::FrameDecoder::new(reader);
-            return process_clone(&s, Box::new(raw), checksum, &progress);
+        // Clones arrive in snappy's framing format (golang/snappy's
+        // writer), decoded as they arrive.
+        match clone {
+            Some(Clone::Block) => {
+                let raw = snap::read::FrameDecoder::new(reader);
+                return process_clone(&s, Box::new(raw), checksum, &progress);
+            }
+            Some(Clone::Filesystem) => {
+                let tar = snap::read::FrameDecoder::new(reader);
+                return process_fs_clone(&s, Box::new(tar));
+            }
+            None => {}
         }
         process(
             &s,
@@ -327,8 +330,9 @@ async fn finished(
             sh.set(Phase::Done);
             let mut ending = success(applied);
             if clone {
-                ending.termination =
-                    Some(r#"{"preallocationApplied":false,"message":"Clone Complete"}"#.into());
+                ending.termination = Some(format!(
+                    r#"{{"preallocationApplied":{applied},"message":"Clone Complete"}}"#
+                ));
                 ending.log = "Clone Complete".into();
             }
             let _ = sh.finish.send(ending).await;

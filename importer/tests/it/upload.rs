@@ -678,24 +678,6 @@ fn block_device_clone_targets_take_a_snappy_stream() {
     let f = write(t.path(), "clone.sz", &framed);
     let fs = format!("@{}", f.display());
     let mut s = Server::start(&[]);
-    // A filesystem clone (GNU sparse tar) is refused, not written wrong.
-    let (code, body) = s.curl(
-        Some(CN),
-        &[
-            "-H",
-            "x-cdi-content-type: filesystem-clone",
-            "--data-binary",
-            &fs,
-            &s.url("/v1beta1/upload"),
-        ],
-    );
-    assert_eq!(
-        (code, body.as_str()),
-        (
-            500,
-            "Saving stream failed: filesystem clone targets are not supported yet"
-        )
-    );
     let (code, body) = s.curl(
         Some(CN),
         &[
@@ -842,4 +824,91 @@ fn hostile_and_odd_uploads_get_the_import_paths_outcomes() {
     assert_eq!(s.post("/v1beta1/upload", &f).0, 200);
     assert_eq!(s.wait().0, Some(0));
     assert!(s.disk()[..iso.len()] == iso[..]);
+}
+
+#[test]
+fn filesystem_clone_targets_extract_gnu_sparse_tars_sparsely() {
+    // CDI's cloner: `tar cv -S` of the source volume, through snappy.
+    let t = tmp();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut disk = vec![0u8; 16 << 20];
+    disk[1 << 20..(1 << 20) + 65536].copy_from_slice(&crate::common::pattern(65536));
+    disk[9 << 20..(9 << 20) + 4096].fill(0x5a);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(src.join("disk.img")).unwrap();
+        f.set_len(disk.len() as u64).unwrap();
+        for (off, len) in [(1usize << 20, 65536usize), (9 << 20, 4096)] {
+            f.seek(SeekFrom::Start(off as u64)).unwrap();
+            f.write_all(&disk[off..off + len]).unwrap();
+        }
+    }
+    std::fs::write(src.join("other.txt"), b"kept").unwrap();
+    let tarball = t.path().join("clone.tar");
+    sh(
+        "tar",
+        &[
+            "--format=gnu",
+            "-S",
+            "-cf",
+            &tarball.display().to_string(),
+            "-C",
+            &src.display().to_string(),
+            "disk.img",
+            "other.txt",
+        ],
+    );
+    let raw_tar = std::fs::read(&tarball).unwrap();
+    assert_eq!(raw_tar[156], b'S', "GNU tar wrote a sparse entry");
+    let mut enc = snap::write::FrameEncoder::new(Vec::new());
+    std::io::Write::write_all(&mut enc, &raw_tar).unwrap();
+    let f = write(t.path(), "clone.sz", &enc.into_inner().unwrap());
+    let mut s = Server::start(&[]);
+    let (code, body) = s.curl(
+        Some(CN),
+        &[
+            "-H",
+            "x-cdi-content-type: filesystem-clone",
+            "--data-binary",
+            &format!("@{}", f.display()),
+            &s.url("/v1beta1/upload"),
+        ],
+    );
+    assert_eq!(code, 200, "{body}");
+    let (status, term, _) = s.wait();
+    assert_eq!(status, Some(0));
+    assert_eq!(
+        term.as_deref(),
+        Some(r#"{"preallocationApplied":true,"message":"Clone Complete"}"#)
+    );
+    assert!(s.disk() == disk, "cloned disk content");
+    assert_eq!(
+        std::fs::read(s.root().join("data/other.txt")).unwrap(),
+        b"kept"
+    );
+    let alloc = crate::common::allocated(&s.root().join("data/disk.img").display().to_string());
+    assert!(
+        alloc < 1 << 20,
+        "holes were written: {alloc} bytes allocated"
+    );
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    // U08: CDI's ReadHeaderTimeout is 10 s; the TLS handshake is bounded
+    // the same way, so a silent connection cannot hold a slot.
+    use std::io::Read;
+    let s = Server::start(&[]);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap_or(0);
+    let waited = start.elapsed();
+    assert_eq!(n, 0, "the server answered a silent connection");
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
 }
