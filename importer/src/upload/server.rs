@@ -442,6 +442,9 @@ async fn connection(
     stop: &mut watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    // Socket reads of up to 256 KiB instead of one TLS record (16 KiB) each:
+    // a sixteenth of the system calls for an upload.
+    let tcp = tokio::io::BufReader::with_capacity(256 << 10, tcp);
     let Ok(Ok(tls)) = tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await else {
         return;
     };
