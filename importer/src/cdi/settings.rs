@@ -80,7 +80,7 @@ pub struct ImportArgs {
 }
 
 /// A CDI variable or its flag; empty counts as unset.
-fn setting(flag: Option<String>, var: &str) -> Option<String> {
+pub(crate) fn setting(flag: Option<String>, var: &str) -> Option<String> {
     flag.or_else(|| std::env::var(var).ok())
         .filter(|v| !v.is_empty())
 }

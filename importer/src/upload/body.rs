@@ -88,27 +88,14 @@ impl Read for BodyReader {
 /// a body is read and dropped for a while, so the client, still sending,
 /// reads the answer instead of a reset connection. Bounded: at most this
 /// many bytes, for at most [`DRAIN_TIME`].
-const DRAIN_BYTES: u64 = 64 << 20;
+pub(crate) const DRAIN_BYTES: u64 = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads and drops what is left of `body` (bounded).
-pub(crate) async fn drain(body: Incoming) {
-    drain_up_to(body, DRAIN_BYTES).await;
-}
-
-/// [`drain`] with a smaller bound (a client not yet authenticated).
-pub(crate) async fn drain_up_to(mut body: Incoming, limit: u64) {
-    let mut left = limit;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while let Some(Ok(f)) = body.frame().await {
-            let n = f.data_ref().map_or(0, |d| d.len() as u64);
-            if n >= left {
-                return;
-            }
-            left -= n;
-        }
-    })
-    .await;
+/// Reads and drops what is left of `body`: at most `limit` bytes (the
+/// full [`DRAIN_BYTES`] for our client, less for one not yet known), for at
+/// most [`DRAIN_TIME`].
+pub(crate) async fn drain(body: Incoming, limit: u64) {
+    Feed::Raw(body).drain(limit).await;
 }
 
 /// A body that sends nothing for this long fails (U08; CDI has no body
@@ -120,11 +107,60 @@ const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
 /// hand-over (a thread wake-up) per frame cost more than the copy.
 const GATHER: usize = 256 << 10;
 
-/// Feeds a raw body; when the pipeline stops taking it, drains the rest.
-pub(crate) async fn feed_raw(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
+/// Where an upload's bytes come from: the request body, or the `file`
+/// part of a form.
+pub(crate) enum Feed {
+    /// The request body as sent.
+    Raw(Incoming),
+    /// The `file` part of a multipart body (boxed: a field is large).
+    Part(Box<FilePart>),
+}
+
+impl Feed {
+    /// The next non-empty piece of data; `None` at the end.
+    async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match self {
+                Feed::Raw(body) => match body.frame().await? {
+                    // Trailers carry no data.
+                    Ok(f) => match f.into_data() {
+                        Ok(d) if !d.is_empty() => return Some(Ok(d)),
+                        _ => {}
+                    },
+                    Err(e) => return Some(Err(e.to_string())),
+                },
+                Feed::Part(part) => match part.field.chunk().await {
+                    Ok(Some(d)) if d.is_empty() => {}
+                    Ok(Some(d)) => return Some(Ok(d)),
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(e.to_string())),
+                },
+            }
+        }
+    }
+
+    /// Reads and drops the rest: at most `limit` bytes, for at most
+    /// [`DRAIN_TIME`].
+    async fn drain(mut self, limit: u64) {
+        let mut left = limit;
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(d)) = self.next().await {
+                if d.len() as u64 >= left {
+                    return;
+                }
+                left -= d.len() as u64;
+            }
+        })
+        .await;
+    }
+}
+
+/// Feeds the pipeline from `src`, gathering pieces into chunks of
+/// [`GATHER`]; when the pipeline stops taking them, drains the rest.
+pub(crate) async fn feed(mut src: Feed, tx: mpsc::Sender<Chunk>) {
     let mut gathered = bytes::BytesMut::new();
     loop {
-        let Ok(frame) = tokio::time::timeout(BODY_IDLE, body.frame()).await else {
+        let Ok(next) = tokio::time::timeout(BODY_IDLE, src.next()).await else {
             let _ = tx
                 .send(Chunk::Failed(format!(
                     "no data for {} s",
@@ -133,22 +169,16 @@ pub(crate) async fn feed_raw(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
                 .await;
             return;
         };
-        let msg = match frame {
-            Some(Ok(f)) => match f.into_data() {
-                Ok(d) => {
-                    if gathered.is_empty() && d.len() >= GATHER {
-                        Chunk::Data(d)
-                    } else {
-                        gathered.extend_from_slice(&d);
-                        if gathered.len() < GATHER {
-                            continue;
-                        }
-                        Chunk::Data(gathered.split().freeze())
-                    }
+        let msg = match next {
+            Some(Ok(d)) if gathered.is_empty() && d.len() >= GATHER => Chunk::Data(d),
+            Some(Ok(d)) => {
+                gathered.extend_from_slice(&d);
+                if gathered.len() < GATHER {
+                    continue;
                 }
-                Err(_) => continue, // trailers
-            },
-            Some(Err(e)) => Chunk::Failed(e.to_string()),
+                Chunk::Data(gathered.split().freeze())
+            }
+            Some(Err(e)) => Chunk::Failed(e),
             None => Chunk::End,
         };
         let last = !matches!(msg, Chunk::Data(_));
@@ -159,7 +189,7 @@ pub(crate) async fn feed_raw(mut body: Incoming, tx: mpsc::Sender<Chunk>) {
             }
         }
         if tx.send(msg).await.is_err() {
-            drain(body).await;
+            src.drain(DRAIN_BYTES).await;
             return;
         }
         if last {
@@ -182,11 +212,11 @@ pub(crate) async fn find_file_part(
     let boundary = match content_type.map(multer::parse_boundary) {
         Some(Ok(b)) => b,
         Some(Err(e)) => {
-            drain(body).await;
+            drain(body, DRAIN_BYTES).await;
             return Err(format!("not a multipart form: {e}"));
         }
         None => {
-            drain(body).await;
+            drain(body, DRAIN_BYTES).await;
             return Err("not a multipart form: no Content-Type".into());
         }
     };
@@ -232,43 +262,4 @@ pub fn fuzz_form(data: &[u8]) -> Option<usize> {
         }
         Some(n)
     })
-}
-
-/// Feeds the `file` part; when the pipeline stops taking it, drains the
-/// rest of the part (bounded, as [`drain`]).
-pub(crate) async fn feed_part(mut part: FilePart, tx: mpsc::Sender<Chunk>) {
-    loop {
-        let Ok(chunk) = tokio::time::timeout(BODY_IDLE, part.field.chunk()).await else {
-            let _ = tx
-                .send(Chunk::Failed(format!(
-                    "no data for {} s",
-                    BODY_IDLE.as_secs()
-                )))
-                .await;
-            return;
-        };
-        let msg = match chunk {
-            Ok(Some(d)) if d.is_empty() => continue,
-            Ok(Some(d)) => Chunk::Data(d),
-            Ok(None) => Chunk::End,
-            Err(e) => Chunk::Failed(e.to_string()),
-        };
-        let last = !matches!(msg, Chunk::Data(_));
-        if tx.send(msg).await.is_err() {
-            let mut left = DRAIN_BYTES;
-            let _ = tokio::time::timeout(DRAIN_TIME, async {
-                while let Ok(Some(d)) = part.field.chunk().await {
-                    left = left.saturating_sub(d.len() as u64);
-                    if left == 0 {
-                        return;
-                    }
-                }
-            })
-            .await;
-            return;
-        }
-        if last {
-            return;
-        }
-    }
 }

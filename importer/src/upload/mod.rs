@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use body::fuzz_form;
 pub use client::{run as run_client, UploadClientArgs};
 
+use crate::cdi::settings::setting;
 use crate::cdi::under;
 
 /// `diskimport upload-server`: each setting is a flag or CDI's variable.
@@ -77,11 +78,7 @@ pub struct UploadArgs {
     owner_uid: Option<String>,
 }
 
-fn setting(flag: Option<String>, var: &str) -> Option<String> {
-    flag.or_else(|| std::env::var(var).ok())
-        .filter(|v| !v.is_empty())
-}
-
+/// A path setting: the flag, else CDI's variable (empty counts as unset).
 fn path_setting(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
     flag.or_else(|| setting(None, var).map(PathBuf::from))
 }

@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 
-use super::body::{drain, drain_up_to, feed_part, feed_raw, find_file_part, BodyReader};
+use super::body::{drain, feed, find_file_part, BodyReader, Feed, DRAIN_BYTES};
 use super::process::{process, process_clone, process_fs_clone};
 use super::{tls, Ending, UploadSettings};
 use crate::cdi::write_termination;
@@ -151,12 +151,12 @@ async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response
     // client that is sending reads the answer, not a reset connection;
     // at most 1 MiB from a client not yet known, 64 MiB from ours.
     if req.method() != Method::POST {
-        tokio::spawn(drain_up_to(req.into_body(), 1 << 20));
+        tokio::spawn(drain(req.into_body(), 1 << 20));
         return reply(StatusCode::NOT_FOUND, "");
     }
     if !peer.cert || peer.cn.as_deref() != Some(sh.s.client_name.as_str()) {
         tracing::warn!(cn = ?peer.cn.as_deref().map(formats::text::escape), "Upload refused: client certificate missing or of another name.");
-        tokio::spawn(drain_up_to(req.into_body(), 1 << 20));
+        tokio::spawn(drain(req.into_body(), 1 << 20));
         return reply(StatusCode::UNAUTHORIZED, "");
     }
     let refused = {
@@ -171,7 +171,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response
         }
     };
     if let Some(status) = refused {
-        tokio::spawn(drain(req.into_body()));
+        tokio::spawn(drain(req.into_body(), DRAIN_BYTES));
         return reply(status, "");
     }
     let resp = upload(req, route, &sh).await;
@@ -199,7 +199,7 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
         _ => None,
     };
     if let Some(why) = refusal {
-        tokio::spawn(drain(req.into_body()));
+        tokio::spawn(drain(req.into_body(), DRAIN_BYTES));
         return reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Saving stream failed: {why}"),
@@ -213,7 +213,7 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
         None => None,
         Some(Ok(Ok(c))) => Some(c),
         Some(_) => {
-            tokio::spawn(drain(req.into_body()));
+            tokio::spawn(drain(req.into_body(), DRAIN_BYTES));
             return reply(
                 StatusCode::BAD_REQUEST,
                 "Invalid X-Checksum: expected ALGO:HEX",
@@ -233,12 +233,12 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
     let (reader, tx, received) = BodyReader::new();
     let length = match route.body {
         Body::Raw => {
-            tokio::spawn(feed_raw(req.into_body(), tx));
+            tokio::spawn(feed(Feed::Raw(req.into_body()), tx));
             length
         }
         Body::Form => match find_file_part(req.into_body(), content_type.as_deref()).await {
             Ok(part) => {
-                tokio::spawn(feed_part(part, tx));
+                tokio::spawn(feed(Feed::Part(Box::new(part)), tx));
                 None
             }
             Err(e) => {
@@ -293,10 +293,7 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
             let sh = sh.clone();
             tokio::spawn(async move {
                 let ending = match job.await {
-                    Ok(Ok(applied)) => {
-                        sh.set(Phase::Done);
-                        success(applied)
-                    }
+                    Ok(Ok(applied)) => completed(&sh, applied, false),
                     Ok(Err(e)) => Ending {
                         exit_code: 1,
                         termination: None,
@@ -327,15 +324,7 @@ async fn finished(
 ) -> Response<Full<Bytes>> {
     match r {
         Ok(Ok(applied)) => {
-            sh.set(Phase::Done);
-            let mut ending = success(applied);
-            if clone {
-                ending.termination = Some(format!(
-                    r#"{{"preallocationApplied":{applied},"message":"Clone Complete"}}"#
-                ));
-                ending.log = "Clone Complete".into();
-            }
-            let _ = sh.finish.send(ending).await;
+            let _ = sh.finish.send(completed(sh, applied, clone)).await;
             reply(StatusCode::OK, "")
         }
         Ok(Err(e)) => failure(&e),
@@ -346,13 +335,21 @@ async fn finished(
     }
 }
 
-fn success(preallocation_applied: bool) -> Ending {
+/// The upload is complete: the server is done; how it ends (CDI's
+/// message: "Clone Complete" for clone targets, else "Upload Complete").
+fn completed(sh: &Shared, preallocation_applied: bool, clone: bool) -> Ending {
+    sh.set(Phase::Done);
+    let message = if clone {
+        "Clone Complete"
+    } else {
+        "Upload Complete"
+    };
     Ending {
         exit_code: 0,
         termination: Some(format!(
-            "{{\"preallocationApplied\":{preallocation_applied},\"message\":\"Upload Complete\"}}"
+            "{{\"preallocationApplied\":{preallocation_applied},\"message\":\"{message}\"}}"
         )),
-        log: "Upload Complete".into(),
+        log: message.into(),
     }
 }
 

@@ -146,6 +146,25 @@ impl Server {
         (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 
+    /// A curl upload to `/v1beta1/upload` sent at `rate` bytes per second,
+    /// with our client certificate and `args` (the body), left running.
+    fn slow_upload(&self, rate: &str, args: &[&str]) -> Child {
+        let p = pki();
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "--limit-rate", rate])
+            .args(["--cacert", &p.p("server-ca.crt")])
+            .args([
+                "--cert",
+                &p.p(&format!("{CN}.crt")),
+                "--key",
+                &p.p(&format!("{CN}.key")),
+            ])
+            .args(args)
+            .arg(self.url("/v1beta1/upload"))
+            .spawn()
+            .unwrap()
+    }
+
     fn post(&self, path: &str, file: &Path) -> (u16, String) {
         let f = format!("@{}", file.display());
         self.curl(
@@ -386,31 +405,9 @@ fn busy_aborted_and_retried_uploads_follow_cdi() {
     let raw = write(t.path(), "big.raw", &crate::common::pattern(32 << 20));
     let q = write(t.path(), "d.qcow2", &c.qcow2);
     let mut s = Server::start(&[]);
-    let p = pki();
     // U05: a client sending slowly, killed after about 2 MiB.
-    let mut slow = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--limit-rate",
-            "1M",
-            "--cacert",
-            &p.p("server-ca.crt"),
-        ])
-        .args([
-            "--cert",
-            &p.p(&format!("{CN}.crt")),
-            "--key",
-            &p.p(&format!("{CN}.key")),
-        ])
-        .args([
-            "--data-binary",
-            &format!("@{}", raw.display()),
-            &s.url("/v1beta1/upload"),
-        ])
-        .spawn()
-        .unwrap();
+    let body = format!("@{}", raw.display());
+    let mut slow = s.slow_upload("1M", &["--data-binary", &body]);
     // Wait until the slow upload is being written (its target exists).
     let start = Instant::now();
     while !s.root().join("data/disk.img").exists() && start.elapsed() < Duration::from_secs(30) {
@@ -608,32 +605,8 @@ fn upload_progress_is_served_as_a_metric_while_the_body_arrives() {
         ("DISKIMPORT_METRICS_ADDRESS", &maddr),
         ("OWNER_UID", "up-1"),
     ]);
-    let p = pki();
-    let mut slow = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--limit-rate",
-            "2M",
-            "--cacert",
-            &p.p("server-ca.crt"),
-        ])
-        .args([
-            "--cert",
-            &p.p(&format!("{CN}.crt")),
-            "--key",
-            &p.p(&format!("{CN}.key")),
-        ])
-        .args([
-            "-X",
-            "POST",
-            "-T",
-            &f.display().to_string(),
-            &s.url("/v1beta1/upload"),
-        ])
-        .spawn()
-        .unwrap();
+    let file = f.display().to_string();
+    let mut slow = s.slow_upload("2M", &["-X", "POST", "-T", &file]);
     let mut seen = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) && slow.try_wait().unwrap().is_none() {

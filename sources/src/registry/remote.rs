@@ -302,23 +302,31 @@ impl Remote {
         path: &str,
         extra: &[(HeaderName, HeaderValue)],
     ) -> Result<(Url, reqwest::Response), RegistryError> {
-        let url = self
-            .base
-            .join(&format!("{}/{path}", self.reference.repository))
-            .map_err(|e| RegistryError::Usage(format!("bad repository path: {e}")))?;
-        for attempt in 0..2 {
-            let (u, resp) = self
-                .client
-                .request(&url, extra)
-                .map_err(|e| from_http(&format!("reading {path}"), e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-                let ch = self.challenge(&resp);
-                self.login(ch)?;
-                continue;
-            }
-            return Ok((u, resp));
+        let url = self.url(path)?;
+        self.with_login(
+            |c| {
+                c.request(&url, extra)
+                    .map_err(|e| from_http(&format!("reading {path}"), e))
+            },
+            |(_, r)| r,
+        )
+    }
+
+    /// Sends with `send`; on a first 401 with a challenge, logs in and sends
+    /// once more (R01, R02: no loop). `response` finds the answer in what
+    /// `send` returns.
+    fn with_login<T>(
+        &mut self,
+        send: impl Fn(&HttpClient) -> Result<T, RegistryError>,
+        response: impl Fn(&T) -> &reqwest::Response,
+    ) -> Result<T, RegistryError> {
+        let first = send(&self.client)?;
+        if response(&first).status() != StatusCode::UNAUTHORIZED {
+            return Ok(first);
         }
-        unreachable!("the loop returns on its second pass")
+        let ch = self.challenge(response(&first));
+        self.login(ch)?;
+        send(&self.client)
     }
 
     /// The repository's URL for `path` (`blobs/uploads/`, `manifests/x`).
@@ -337,19 +345,13 @@ impl Remote {
         extra: &[(HeaderName, HeaderValue)],
         body: Option<Vec<u8>>,
     ) -> Result<reqwest::Response, RegistryError> {
-        for attempt in 0..2 {
-            let resp = self
-                .client
-                .send_once(method.clone(), url, extra, body.clone())
-                .map_err(|e| from_http(&format!("{method} {}", crate::http::redact(url)), e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-                let ch = self.challenge(&resp);
-                self.login(ch)?;
-                continue;
-            }
-            return Ok(resp);
-        }
-        unreachable!("the loop returns on its second pass")
+        self.with_login(
+            |c| {
+                c.send_once(method.clone(), url, extra, body.clone())
+                    .map_err(|e| from_http(&format!("{method} {}", crate::http::redact(url)), e))
+            },
+            |r| r,
+        )
     }
 
     /// The registry's error text for a failed request (`manifest unknown`).
