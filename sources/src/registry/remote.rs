@@ -76,6 +76,24 @@ pub(crate) fn parse_challenge(h: &str) -> Option<Challenge> {
     })
 }
 
+/// The token realm of a Bearer challenge, refused unless it is https, or
+/// http for a registry reached over plain http or marked insecure (R03).
+fn realm_url(realm: &str, insecure: bool) -> Result<Url, RegistryError> {
+    let url = Url::parse(realm)
+        .map_err(|_| pull_error(format!("unusable token realm {realm:?}"), ErrorKind::Auth))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if insecure => Ok(url),
+        _ => Err(pull_error(
+            format!(
+                "token realm {} must be https (the registry is not marked insecure)",
+                crate::http::redact(&url)
+            ),
+            ErrorKind::Auth,
+        )),
+    }
+}
+
 /// A repository on a registry.
 pub(crate) struct Remote {
     client: HttpClient,
@@ -218,21 +236,7 @@ impl Remote {
         let realm = ch
             .param("realm")
             .ok_or_else(|| pull_error("Bearer challenge without realm".into(), ErrorKind::Auth))?;
-        let mut url = Url::parse(realm)
-            .map_err(|_| pull_error(format!("unusable token realm {realm:?}"), ErrorKind::Auth))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.plain || self.opts.insecure => {}
-            _ => {
-                return Err(pull_error(
-                    format!(
-                        "token realm {} must be https (the registry is not marked insecure)",
-                        crate::http::redact(&url)
-                    ),
-                    ErrorKind::Auth,
-                ))
-            }
-        }
+        let mut url = realm_url(realm, self.plain || self.opts.insecure)?;
         let scope = format!("repository:{}:{}", self.reference.repository, self.actions);
         {
             let mut q = url.query_pairs_mut();
@@ -449,6 +453,29 @@ impl Store for Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_realms_must_be_https_unless_the_registry_is_insecure() {
+        // R03: an https registry cannot send its credentials to an http realm.
+        let e = realm_url("http://auth.example/token", false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Auth);
+        assert!(e.to_string().contains("must be https"), "{e}");
+        for bad in [
+            "ftp://auth.example/token",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(realm_url(bad, true).is_err(), "{bad}");
+        }
+        assert_eq!(
+            realm_url("https://auth.example/t", false).unwrap().as_str(),
+            "https://auth.example/t"
+        );
+        assert_eq!(
+            realm_url("http://127.0.0.1:5/t", true).unwrap().as_str(),
+            "http://127.0.0.1:5/t"
+        );
+    }
 
     #[test]
     fn challenges_parse_with_quotes_escapes_and_commas() {
