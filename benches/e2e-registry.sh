@@ -24,7 +24,7 @@ storage: {filesystem: {rootdirectory: $D/registry-store}}
 http: {addr: 127.0.0.1:18500, secret: bench}
 YML
 docker-registry serve registry.yml > registry.log 2>&1 & R=$!
-trap 'kill $R 2>/dev/null; rm -rf out.raw scratch rss.txt' EXIT
+trap 'kill $R 2>/dev/null; rm -rf out.raw scratch rss.txt lim.img' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18500/v2/ >/dev/null && break; sleep 0.1; done
 REF=docker://127.0.0.1:18500/os:gz
 if ! skopeo inspect --tls-verify=false "$REF" >/dev/null 2>&1; then
@@ -32,14 +32,18 @@ if ! skopeo inspect --tls-verify=false "$REF" >/dev/null 2>&1; then
 fi
 PREP='rm -rf out.raw scratch; sync'
 # COLD=1: drop the page cache before every run (registry store and the
-# local .gz read from disk).
-if [ "${COLD:-0}" = 1 ]; then PREP="$PREP; echo 3 > /proc/sys/vm/drop_caches"; TAG=registry-cold; fi
+# local .gz read from disk; rows.sh).
 WARMUP=1
-TAG=${TAG:-registry}
+[ "${COLD:-0}" = 1 ] && WARMUP=0
+TAG=registry
+LIMITBIN=$(realpath "$(dirname "$BIN")/decodelimit")
 . "$ROWS"
 C="$BIN convert --no-progress"
-echo "| ours | median | anchor | median | ratio | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- |"
+# The layer blob in the registry's store: its read and its inflate are
+# limits of both rows.
+LAYER=$(find registry-store -name data -size +100M | head -1)
+LIMITS="write read:$LAYER gz:$LAYER"
+header
 # CDI's path, as a script (no quoting through hyperfine's shell).
 cat > cdi-registry.sh <<SH
 set -e
@@ -49,8 +53,8 @@ tar -xzf scratch/\$L -C scratch
 rm scratch/\$L
 qemu-img convert -t none -O raw scratch/disk/os.qcow2 out.raw
 SH
-row registry-cdi "$C --insecure $REF out.raw" "skopeo copy to scratch, extract, qemu-img convert -t none" "sh $D/cdi-registry.sh"
-row registry-local "$C --insecure $REF out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw"
+row registry-cdi "$C --insecure $REF out.raw" "skopeo copy to scratch, extract, qemu-img convert -t none" "sh $D/cdi-registry.sh" $LIMITS
+row registry-local "$C --insecure $REF out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw" $LIMITS
 # Scratch: ours writes nothing but the target (the stream reader's spill
 # area stays empty on qemu's layout).
 sh -c "$PREP"

@@ -5,7 +5,7 @@
 # proxy does (POST, Content-Length, Expect: 100-continue). Rows:
 #   upload-cdi:   ours (os.qcow2) vs CDI's path: the upload written to a
 #                 scratch file (benches' sinkserve), then qemu-img convert -t none
-#   upload-curl:  ours (os.qcow2) vs the same upload to a server that drops it
+#   (the same upload to a server that drops it is the link's limit)
 #   upload-rawxz: ours (os.raw.xz) vs `diskimport convert os.raw.xz` locally
 # Each of our runs starts a fresh server (it exits after one upload).
 # Warm page cache. Prints markdown rows.
@@ -33,7 +33,7 @@ if [ ! -f "$P/client.crt" ]; then
 fi
 "$SINK" 18601 "$P/tls.crt" "$P/tls.key" & S1=$!
 "$SINK" 18602 "$P/tls.crt" "$P/tls.key" "$D/scratch.img" & S2=$!
-trap 'kill $S1 $S2 2>/dev/null; rm -rf out.raw scratch.img rss.txt upod' EXIT
+trap 'kill $S1 $S2 2>/dev/null; rm -rf out.raw scratch.img rss.txt upod lim.img' EXIT
 CURL="curl -sSf -o /dev/null --cacert $P/server-ca.crt --cert $P/client.crt --key $P/client.key -X POST -H Content-Type:application/octet-stream"
 # One upload to a fresh server: start, wait for the port, upload, wait for exit.
 cat > up-ours.sh <<SH
@@ -53,13 +53,16 @@ SH
 sleep 0.3
 PREP='rm -rf out.raw scratch.img upod; sync'
 WARMUP=1
+[ "${COLD:-0}" = 1 ] && WARMUP=0
 TAG=upload
+LIMITBIN=$(realpath "$(dirname "$BIN")/decodelimit")
 . "$ROWS"
-echo "| ours | median | anchor | median | ratio | peak RSS |"
-echo "| --- | --- | --- | --- | --- | --- |"
-row upload-cdi "bash $D/up-ours.sh os.qcow2" "curl upload to a scratch file, then qemu-img convert -t none" "bash $D/up-cdi.sh os.qcow2"
-row upload-curl "bash $D/up-ours.sh os.qcow2" "curl upload to a server that drops it" "$CURL -T os.qcow2 https://127.0.0.1:18601/"
-row upload-rawxz "bash $D/up-ours.sh os.raw.xz" "$BIN convert os.raw.xz out.raw" "$BIN convert --no-progress os.raw.xz out.raw"
+header
+# The link's limit: the same upload to a server that drops it.
+row upload-cdi "bash $D/up-ours.sh os.qcow2" "curl upload to a scratch file, then qemu-img convert -t none" "bash $D/up-cdi.sh os.qcow2" \
+  write read:os.qcow2 "cmd:upload-drop:$CURL -T os.qcow2 https://127.0.0.1:18601/"
+row upload-rawxz "bash $D/up-ours.sh os.raw.xz" "$BIN convert os.raw.xz out.raw" "$BIN convert --no-progress os.raw.xz out.raw" \
+  write read:os.raw.xz "cmd:xz-T2:sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
 # Peak RSS of the server alone (the rows' RSS column is the whole script).
 sh -c "$PREP"
 for f in os.qcow2 os.raw.xz; do

@@ -154,18 +154,24 @@ trait MemberFormat<R: Read>: Send {
 
 /// A decoder of one member that hands its input back when done.
 trait Member<R>: Read + Send {
-    fn into_input(self: Box<Self>) -> PeekReader<R>;
+    fn into_input(self: Box<Self>) -> io::Result<PeekReader<R>>;
 }
 
 impl<R: Read + Send> Member<R> for flate2::bufread::GzDecoder<PeekReader<R>> {
-    fn into_input(self: Box<Self>) -> PeekReader<R> {
-        self.into_inner()
+    fn into_input(self: Box<Self>) -> io::Result<PeekReader<R>> {
+        Ok(self.into_inner())
     }
 }
 
 impl<R: Read + Send> Member<R> for liblzma::bufread::XzDecoder<PeekReader<R>> {
-    fn into_input(self: Box<Self>) -> PeekReader<R> {
-        self.into_inner()
+    fn into_input(self: Box<Self>) -> io::Result<PeekReader<R>> {
+        Ok(self.into_inner())
+    }
+}
+
+impl<R: Read + Send + 'static> Member<R> for crate::xzblocks::XzBlocks<R> {
+    fn into_input(mut self: Box<Self>) -> io::Result<PeekReader<R>> {
+        self.finish()
     }
 }
 
@@ -197,6 +203,11 @@ impl<R: Read + Send + 'static> MemberFormat<R> for XzFormat {
     const PADDING_MULTIPLE: u64 = 4;
 
     fn open(&self, input: PeekReader<R>) -> io::Result<Box<dyn Member<R>>> {
+        // Two threads or more: our block decoder, which needs about half
+        // the memory of liblzma's threaded one (crate::xzblocks).
+        if self.threads >= 2 {
+            return Ok(Box::new(crate::xzblocks::XzBlocks::start(input)));
+        }
         // liblzma's threaded decoder has no CONCATENATED flag in the Rust
         // binding, so streams are chained here, one decoder per stream.
         let stream = liblzma::stream::MtStreamBuilder::new()
@@ -284,7 +295,7 @@ impl<R: Read + Send + 'static, F: MemberFormat<R>> Read for Members<R, F> {
         loop {
             match std::mem::replace(&mut self.state, MemberState::Poisoned) {
                 MemberState::Member(mut dec) => match dec.read(buf) {
-                    Ok(0) => self.state = MemberState::Between(dec.into_input()),
+                    Ok(0) => self.state = MemberState::Between(dec.into_input()?),
                     Ok(n) => {
                         self.state = MemberState::Member(dec);
                         return Ok(n);

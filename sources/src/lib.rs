@@ -53,5 +53,6 @@ pub mod peek;
 pub mod registry;
 pub mod source;
 pub mod targuard;
+mod xzblocks;
 
 pub use error::SourceError;

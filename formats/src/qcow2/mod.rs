@@ -109,13 +109,20 @@ fn header_meta(h: &Header) -> Result<MetaMap, Qcow2Error> {
 }
 
 /// Decompresses one cluster from each input, on two threads when there is
-/// enough work; the error names the failing input's index.
+/// enough work; the error names the failing input's index. The output
+/// buffer comes from `pool` when the consumer gives buffers back
+/// (crate::pool: no page faults per batch); every byte of it is written.
 fn decode_batch(
     decompressors: &mut [Decompressor; 2],
     inputs: &[&[u8]],
     cluster: usize,
+    pool: Option<&crate::pool::BufferPool>,
 ) -> Result<BytesMut, (usize, String)> {
-    let mut out = BytesMut::zeroed(inputs.len() * cluster);
+    let len = inputs.len() * cluster;
+    let mut out = match pool {
+        Some(p) => p.take(len, crate::extent::MAX_DATA_EXTENT.max(len)),
+        None => BytesMut::zeroed(len),
+    };
     let [d0, d1] = decompressors;
     let half = inputs.len().div_ceil(2);
     let (out0, out1) = out.split_at_mut(half * cluster);

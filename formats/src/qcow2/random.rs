@@ -36,6 +36,8 @@ pub struct Qcow2Reader<R> {
     stats: MapStats,
     readahead: Readahead,
     pool: Option<BufferPool>,
+    /// Packed compressed input, reused between batches.
+    compressed_input: Vec<u8>,
 }
 
 impl<R> std::fmt::Debug for Qcow2Reader<R> {
@@ -167,6 +169,7 @@ impl<R: ReadAt> Qcow2Reader<R> {
             stats: MapStats::default(),
             readahead: Readahead::default(),
             pool: None,
+            compressed_input: Vec::new(),
         })
     }
 
@@ -343,7 +346,9 @@ impl<R: ReadAt> Qcow2Reader<R> {
         let span_start = ranges.iter().map(|r| r.0).min().unwrap_or(0);
         let span_end = ranges.iter().map(|r| r.0 + r.1).max().unwrap_or(0);
         let packed = span_end - span_start <= 2 * max + 2 * self.cluster;
-        let mut input = Vec::new();
+        // The packed input buffer is kept between batches: at a few MiB it
+        // would be a fresh mapping, faulted in, every time (crate::pool).
+        let mut input = std::mem::take(&mut self.compressed_input);
         self.readahead.ahead(&self.src, span_start);
         if packed {
             input.resize((span_end - span_start) as usize, 0);
@@ -368,11 +373,17 @@ impl<R: ReadAt> Qcow2Reader<R> {
                 }
             })
             .collect();
-        let mut out = decode_batch(&mut self.decompressors, &inputs, self.cluster as usize)
-            .map_err(|(i, reason)| Qcow2Error::Decompression {
-                offset: ranges[i].0,
-                reason,
-            })?;
+        let mut out = decode_batch(
+            &mut self.decompressors,
+            &inputs,
+            self.cluster as usize,
+            self.pool.as_ref(),
+        )
+        .map_err(|(i, reason)| Qcow2Error::Decompression {
+            offset: ranges[i].0,
+            reason,
+        })?;
+        self.compressed_input = input;
         // The last piece may be clipped at the virtual size.
         out.truncate(total as usize);
         self.pos = first.guest + total;

@@ -357,8 +357,13 @@ impl<R: Read> Qcow2Stream<R> {
                     inputs.push(input);
                 }
                 let refs: Vec<&[u8]> = inputs.iter().map(|b| &b[..]).collect();
-                let mut out = decode_batch(&mut self.decompressors, &refs, self.cluster as usize)
-                    .map_err(|(i, reason)| Qcow2Error::Decompression {
+                let mut out = decode_batch(
+                    &mut self.decompressors,
+                    &refs,
+                    self.cluster as usize,
+                    self.pool.as_ref(),
+                )
+                .map_err(|(i, reason)| Qcow2Error::Decompression {
                     offset: match pieces[i].source {
                         Source::Compressed { host, .. } => host,
                         _ => 0,
