@@ -14,7 +14,7 @@ secs=${1:-30}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(qcow2_header qcow2_reader qcow2_stream qcow2_compare layers tar_extract registry_manifest registry_layers upload_form)
+  targets=(qcow2_header qcow2_reader qcow2_stream qcow2_compare layers tar_extract registry_manifest registry_layers upload_form xz_blocks)
 fi
 export RUSTFLAGS="-Cpasses=sancov-module \
   -Cllvm-args=-sanitizer-coverage-level=4 \
