@@ -18,6 +18,7 @@ use super::{tls, Ending, UploadSettings};
 use crate::cdi::write_termination;
 use crate::pipeline::Milestones;
 use crate::ImportError;
+use formats::error::Classify;
 
 /// How long a connection may take to send its request head (CDI's
 /// `ReadHeaderTimeout`).
@@ -110,7 +111,10 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 
 /// CDI's body for a failed upload: 400 for "does not fit", else 500.
 fn failure(e: &ImportError) -> Response<Full<Bytes>> {
-    let text = crate::error::describe(e, false);
+    // The answer may go nowhere (a client that was cut off): the log keeps
+    // why the upload failed.
+    tracing::warn!(kind = ?e.kind(), "Saving stream failed: {}", crate::error::describe(e, false));
+    let text = html_escape(&crate::error::describe(e, false));
     if matches!(
         e,
         ImportError::Source(sources::SourceError::ChecksumMismatch { .. })
@@ -132,6 +136,37 @@ fn failure(e: &ImportError) -> Response<Full<Bytes>> {
             format!("Saving stream failed: {text}"),
         )
     }
+}
+
+/// The last check of CDI's order: an upload in progress is 503 (U03), a
+/// finished one 409 (U04); otherwise this upload takes the server.
+fn admit(phase: &mut Phase) -> Option<StatusCode> {
+    match *phase {
+        Phase::Busy => Some(StatusCode::SERVICE_UNAVAILABLE),
+        Phase::Done => Some(StatusCode::CONFLICT),
+        Phase::Ready => {
+            *phase = Phase::Busy;
+            None
+        }
+    }
+}
+
+/// Markup in echoed strings escaped (U12), as CDI's upload proxy does with
+/// Go's `html.EscapeString`: an error body never carries markup from the
+/// request or the image (a tar member's name, a form's boundary). Quotes
+/// are kept: the body is text/plain, never an attribute, and our own
+/// messages quote names.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response<Full<Bytes>> {
@@ -159,17 +194,7 @@ async fn handle(req: Request<Incoming>, peer: Peer, sh: Arc<Shared>) -> Response
         tokio::spawn(drain(req.into_body(), 1 << 20));
         return reply(StatusCode::UNAUTHORIZED, "");
     }
-    let refused = {
-        let mut phase = sh.phase.lock().unwrap_or_else(|p| p.into_inner());
-        match *phase {
-            Phase::Busy => Some(StatusCode::SERVICE_UNAVAILABLE),
-            Phase::Done => Some(StatusCode::CONFLICT),
-            Phase::Ready => {
-                *phase = Phase::Busy;
-                None
-            }
-        }
-    };
+    let refused = admit(&mut sh.phase.lock().unwrap_or_else(|p| p.into_inner()));
     if let Some(status) = refused {
         tokio::spawn(drain(req.into_body(), DRAIN_BYTES));
         return reply(status, "");
@@ -244,7 +269,10 @@ async fn upload(req: Request<Incoming>, route: Route, sh: &Arc<Shared>) -> Respo
             Err(e) => {
                 return reply(
                     StatusCode::BAD_REQUEST,
-                    format!("Saving stream failed: {}", formats::text::escape(&e)),
+                    format!(
+                        "Saving stream failed: {}",
+                        html_escape(&formats::text::escape(&e))
+                    ),
                 )
             }
         },
@@ -493,5 +521,30 @@ async fn deadline_watch(deadline: SystemTime, sh: Arc<Shared>) {
                 log: "Deadline Passed".into(),
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_follows_cdis_order_busy_then_done() {
+        let mut p = Phase::Ready;
+        assert_eq!(admit(&mut p), None);
+        assert_eq!(p, Phase::Busy, "the upload takes the server");
+        assert_eq!(admit(&mut p), Some(StatusCode::SERVICE_UNAVAILABLE));
+        let mut p = Phase::Done;
+        assert_eq!(admit(&mut p), Some(StatusCode::CONFLICT));
+        assert_eq!(p, Phase::Done, "a refused upload changes nothing");
+    }
+
+    #[test]
+    fn echoed_markup_is_html_escaped() {
+        assert_eq!(
+            html_escape(r#"<script>Bad stuff here...</script> & 'a' "b""#),
+            r#"&lt;script&gt;Bad stuff here...&lt;/script&gt; &amp; 'a' "b""#
+        );
+        assert_eq!(html_escape("disk-é.img"), "disk-é.img");
     }
 }

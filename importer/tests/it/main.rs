@@ -26,3 +26,4 @@ mod registry_cdi;
 mod registry_net;
 mod target;
 mod upload;
+mod upload_edges;

@@ -11,20 +11,20 @@ use std::time::{Duration, Instant};
 use crate::common::{free_port, gz, sh, tmp, xz};
 use crate::registry::{disk, Disk};
 
-const CN: &str = "client.upload-server.cdi.kubevirt.io";
+pub(crate) const CN: &str = "client.upload-server.cdi.kubevirt.io";
 
 /// Server and client certificates (docs/upload.md, "TLS").
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn p(&self, f: &str) -> String {
+    pub(crate) fn p(&self, f: &str) -> String {
         self.dir.join(f).display().to_string()
     }
 }
 
-fn pki() -> &'static Pki {
+pub(crate) fn pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
     P.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("diskimport-upload-pki-{}", std::process::id()));
@@ -57,14 +57,14 @@ q x509 -req -in foreign.csr -CA other.crt -CAkey other.key -CAcreateserial -days
 }
 
 /// An upload pod: a root with /data and /dev, the server on a free port.
-struct Server {
+pub(crate) struct Server {
     dir: tempfile::TempDir,
     port: u16,
-    child: Option<Child>,
+    pub(crate) child: Option<Child>,
 }
 
 impl Server {
-    fn start(env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(env: &[(&str, &str)]) -> Server {
         let s = Server::spawn(env);
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
@@ -75,7 +75,7 @@ impl Server {
         panic!("the upload server did not listen");
     }
 
-    fn spawn(env: &[(&str, &str)]) -> Server {
+    pub(crate) fn spawn(env: &[(&str, &str)]) -> Server {
         let p = pki();
         let dir = tmp();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -108,17 +108,17 @@ impl Server {
         }
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
     /// curl with the server CA, `cert` (a client certificate base name or
     /// none), and `args`: the HTTP status and the body.
-    fn curl(&self, cert: Option<&str>, args: &[&str]) -> (u16, String) {
+    pub(crate) fn curl(&self, cert: Option<&str>, args: &[&str]) -> (u16, String) {
         let p = pki();
         let mut c = Command::new("curl");
         c.args([
@@ -148,7 +148,7 @@ impl Server {
 
     /// A curl upload to `/v1beta1/upload` sent at `rate` bytes per second,
     /// with our client certificate and `args` (the body), left running.
-    fn slow_upload(&self, rate: &str, args: &[&str]) -> Child {
+    pub(crate) fn slow_upload(&self, rate: &str, args: &[&str]) -> Child {
         let p = pki();
         Command::new("curl")
             .args(["-sS", "-o", "/dev/null", "--limit-rate", rate])
@@ -165,7 +165,7 @@ impl Server {
             .unwrap()
     }
 
-    fn post(&self, path: &str, file: &Path) -> (u16, String) {
+    pub(crate) fn post(&self, path: &str, file: &Path) -> (u16, String) {
         let f = format!("@{}", file.display());
         self.curl(
             Some(CN),
@@ -179,7 +179,7 @@ impl Server {
         )
     }
 
-    fn post_chunked(&self, path: &str, file: &Path) -> (u16, String) {
+    pub(crate) fn post_chunked(&self, path: &str, file: &Path) -> (u16, String) {
         let f = file.display().to_string();
         self.curl(
             Some(CN),
@@ -196,7 +196,7 @@ impl Server {
     }
 
     /// Waits for the server to exit: its status, termination message and log.
-    fn wait(&mut self) -> (Option<i32>, Option<String>, String) {
+    pub(crate) fn wait(&mut self) -> (Option<i32>, Option<String>, String) {
         let mut child = self.child.take().expect("running");
         let start = Instant::now();
         loop {
@@ -217,7 +217,7 @@ impl Server {
         )
     }
 
-    fn disk(&self) -> Vec<u8> {
+    pub(crate) fn disk(&self) -> Vec<u8> {
         std::fs::read(self.root().join("data/disk.img")).unwrap()
     }
 }
@@ -233,13 +233,13 @@ impl Drop for Server {
 
 /// The raw disk grown to the 64 MiB volume (UPLOAD_IMAGE_SIZE with no
 /// overhead), as CDI's resize does.
-fn grown(raw: &[u8]) -> Vec<u8> {
+pub(crate) fn grown(raw: &[u8]) -> Vec<u8> {
     let mut v = raw.to_vec();
     v.resize(64 << 20, 0);
     v
 }
 
-fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, data).unwrap();
     p
