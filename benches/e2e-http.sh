@@ -14,7 +14,9 @@ BIN=$(realpath "${2:-target/release/diskimport}")
 FAULT=$(realpath "$(dirname "$BIN")/faultserve")
 ROWS=$(realpath "$(dirname "$0")/rows.sh")
 SHARED=$(cd "$(dirname "$0")" && pwd)
-RUNS=${RUNS:-3}
+FAST=${RUNS:-5}
+SLOW=${RUNS:-3}
+RUNS=$FAST
 command -v hyperfine >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
   apt-get update -qq && apt-get install -y -qq hyperfine nginx-light curl time >/dev/null; }
 cd "$D"
@@ -45,16 +47,19 @@ row cdi-import "$IMPORT" "curl -o scratch.img URL && qemu-img convert -t none -O
   "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t none -O raw scratch.img out.raw'" write read:os.qcow2 "$CURL"
 rm -rf pod
 PREP=$SAVED
+RUNS=$SLOW
 row qcow2gz "$C $U/os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw" "$C os.qcow2.gz out.raw" \
   write read:os.qcow2.gz gz:os.qcow2.gz "cmd:curl-qcow2gz:curl -s -o /dev/null $U/os.qcow2.gz"
 row rawgz "$C $U/os.raw.gz out.raw" "$C os.raw.gz out.raw" "$C os.raw.gz out.raw" \
   write read:os.raw.gz gz:os.raw.gz "cmd:curl-rawgz:curl -s -o /dev/null $U/os.raw.gz"
 row rawxz "$C $U/os.raw.xz out.raw" "$C os.raw.xz out.raw" "$C os.raw.xz out.raw" \
   write read:os.raw.xz "cmd:xz-T2:sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
+RUNS=$FAST
 row reset "$C --output json http://127.0.0.1:18090/os.qcow2 out.raw" "$C (no resets) http://127.0.0.1:18091/os.qcow2 out.raw" \
   "$C http://127.0.0.1:18091/os.qcow2 out.raw" write read:os.qcow2 "$CURL"
 echo "faultserve: $(grep -c cut faultserve.log || true) resets" >&2
 # Guard: four imports at once finish sooner than four in a row (peak RSS is
 # the largest single process).
+RUNS=$SLOW
 row concurrent4 "sh -c 'for i in 1 2 3 4; do $C $U/os.qcow2 out-\$i.raw & done; wait'" "the four one after another" \
   "sh -c 'for i in 1 2 3 4; do $C $U/os.qcow2 out-\$i.raw; done'"

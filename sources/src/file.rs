@@ -10,7 +10,6 @@ use std::os::unix::fs::FileTypeExt;
 use formats::read_at::{PrefetchFile, ReadAt};
 
 use bytes::BytesMut;
-use formats::raw::CHUNK_SIZE;
 use formats::Extent;
 
 use crate::SourceError;
@@ -77,12 +76,19 @@ impl LocalSource {
     }
 }
 
+/// Data chunks of a sparse file: larger than the stream path's, fewer
+/// hand-overs (the zero detection after them still works in 4 KiB
+/// blocks).
+pub const SPARSE_CHUNK: usize = 2 << 20;
+
 /// Reads a regular file as extents, skipping its holes without reading
 /// them: data regions come as [`Extent::Data`] chunks (zero detection is
 /// still the pipeline's job), holes as [`Extent::Zero`].
 #[derive(Debug)]
 pub struct SparseFileChunks {
     meter: Option<std::sync::Arc<crate::meter::Meter>>,
+    /// Chunk buffers handed back by the consumer (formats::pool).
+    pool: Option<formats::pool::BufferPool>,
     file: PrefetchFile,
     size: u64,
     pos: u64,
@@ -95,12 +101,21 @@ impl SparseFileChunks {
     pub fn new(file: File, size: u64) -> io::Result<Self> {
         Ok(SparseFileChunks {
             meter: None,
+            pool: None,
             file: PrefetchFile::new(file)?,
             size,
             pos: 0,
             data_end: 0,
             readahead: formats::read_at::Readahead::default(),
         })
+    }
+
+    /// Returns the handle through which the consumer gives chunk buffers
+    /// back; at most `depth` idle buffers are kept. Without it every chunk
+    /// is a fresh zeroed buffer: a memset of every byte read, measured at
+    /// a quarter of a warm raw conversion (benches/RESULTS.md).
+    pub fn recycle(&mut self, depth: usize) -> formats::pool::BufferReturn {
+        formats::pool::BufferPool::install(&mut self.pool, depth)
     }
 
     /// Counts the data read on `meter` (holes are not read, so not counted).
@@ -141,12 +156,16 @@ impl SparseFileChunks {
                 };
             }
         }
-        // Chunks end on CHUNK_SIZE boundaries so reads stay aligned.
-        let boundary = (self.pos / CHUNK_SIZE as u64 + 1) * CHUNK_SIZE as u64;
+        // Chunks end on SPARSE_CHUNK boundaries so reads stay aligned.
+        let boundary = (self.pos / SPARSE_CHUNK as u64 + 1) * SPARSE_CHUNK as u64;
         let end = self.data_end.min(boundary);
         let len = (end - self.pos) as usize;
         self.readahead.ahead(&self.file, self.pos);
-        let mut buf = BytesMut::zeroed(len);
+        // Every byte of the buffer is read into below.
+        let mut buf = match &self.pool {
+            Some(p) => p.take(len, SPARSE_CHUNK),
+            None => BytesMut::zeroed(len),
+        };
         self.file.read_exact_at(&mut buf, self.pos)?;
         let e = Extent::Data {
             offset: self.pos,

@@ -21,7 +21,8 @@ use crate::error::ImportError;
 /// Extents in flight between producer and consumer: with 512 KiB chunks
 /// this bounds the queue at 2 MiB whatever the image size.
 const QUEUE: usize = 4;
-/// The same for qcow2, whose data extents are up to 4 MiB.
+/// The same for qcow2 and sparse files, whose data extents are up to 4 and
+/// 2 MiB.
 const QCOW2_QUEUE: usize = 2;
 
 /// The forward stream a reader consumes.
@@ -76,15 +77,15 @@ impl Producer {
         // qcow2 extents are up to 4 MiB: a shorter queue keeps the same
         // bytes in flight as the raw path's 512 KiB chunks.
         let depth = match &self {
-            Producer::Qcow2(_) | Producer::Qcow2Stream(_) => QCOW2_QUEUE,
-            Producer::Stream(_) | Producer::Sparse(_) => QUEUE,
+            Producer::Qcow2(_) | Producer::Qcow2Stream(_) | Producer::Sparse(_) => QCOW2_QUEUE,
+            Producer::Stream(_) => QUEUE,
         };
         let recycle = match &mut self {
             // Queue plus the extents being filled and written.
             Producer::Stream(c) => Some(c.recycle(depth + 2)),
             Producer::Qcow2(r) => Some(r.recycle(depth + 2)),
             Producer::Qcow2Stream(r) => Some(r.recycle(depth + 2)),
-            Producer::Sparse(_) => None,
+            Producer::Sparse(c) => Some(c.recycle(depth + 2)),
         };
         let (tx, rx) = sync_channel(depth);
         let handle = std::thread::Builder::new()
