@@ -36,15 +36,17 @@ LIMITBIN=$(realpath "$(dirname "$BIN")/decodelimit")
 C="$BIN convert --no-progress"
 CURL="cmd:curl:curl -s -o /dev/null $U/os.qcow2"
 header
-row qcow2-cdi "$C $U/os.qcow2 out.raw" "curl -o scratch.img URL && qemu-img convert -t none -O raw scratch.img out.raw" \
-  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t none -O raw scratch.img out.raw'" write read:os.qcow2 "$CURL"
+# CDI's path: download to scratch, then CDI's own conversion, which runs
+# `qemu-img convert -t writeback` (pkg/image/qemu.go).
+row qcow2-cdi "$C $U/os.qcow2 out.raw" "curl -o scratch.img URL && qemu-img convert -t writeback -O raw scratch.img out.raw" \
+  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t writeback -O raw scratch.img out.raw'" write read:os.qcow2 both:os.qcow2 "$CURL"
 # CDI's importer contract, env-configured, into DIR/pod/data/disk.img.
 mkdir -p pod/data pod/dev
 IMPORT="env IMPORTER_SOURCE=http IMPORTER_ENDPOINT=$U/os.qcow2 IMPORTER_IMAGE_SIZE=10Gi OWNER_UID=bench DISKIMPORT_METRICS_ADDRESS=127.0.0.1:0 $BIN import --root $D/pod"
 SAVED=$PREP
 PREP="$PREP; rm -f pod/data/disk.img"
-row cdi-import "$IMPORT" "curl -o scratch.img URL && qemu-img convert -t none -O raw scratch.img out.raw" \
-  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t none -O raw scratch.img out.raw'" write read:os.qcow2 "$CURL"
+row cdi-import "$IMPORT" "curl -o scratch.img URL && qemu-img convert -t writeback -O raw scratch.img out.raw" \
+  "sh -c 'curl -s -o scratch.img $U/os.qcow2 && qemu-img convert -t writeback -O raw scratch.img out.raw'" write read:os.qcow2 both:os.qcow2 "$CURL"
 rm -rf pod
 PREP=$SAVED
 RUNS=$SLOW
@@ -56,7 +58,7 @@ row rawxz "$C $U/os.raw.xz out.raw" "$C os.raw.xz out.raw" "$C os.raw.xz out.raw
   write read:os.raw.xz "cmd:xz-T2:sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
 RUNS=$FAST
 row reset "$C --output json http://127.0.0.1:18090/os.qcow2 out.raw" "$C (no resets) http://127.0.0.1:18091/os.qcow2 out.raw" \
-  "$C http://127.0.0.1:18091/os.qcow2 out.raw" write read:os.qcow2 "$CURL"
+  "$C http://127.0.0.1:18091/os.qcow2 out.raw" write read:os.qcow2 both:os.qcow2 "$CURL"
 echo "faultserve: $(grep -c cut faultserve.log || true) resets" >&2
 # Guard: four imports at once finish sooner than four in a row (peak RSS is
 # the largest single process).

@@ -42,7 +42,7 @@ C="$BIN convert --no-progress"
 # The layer blob in the registry's store: its read and its inflate are
 # limits of both rows.
 LAYER=$(find registry-store -name data -size +100M | head -1)
-LIMITS="write read:$LAYER gz:$LAYER"
+LIMITS="write read:$LAYER both:$LAYER gz:$LAYER"
 header
 # CDI's path, as a script (no quoting through hyperfine's shell).
 cat > cdi-registry.sh <<SH

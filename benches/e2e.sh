@@ -26,9 +26,9 @@ C="$BIN convert --no-progress"
 header
 RUNS=$FAST
 row raw "$C os.raw out.raw" "qemu-img convert -t none -f raw -O raw os.raw out.raw" \
-  "qemu-img convert -t none -f raw -O raw os.raw out.raw" write read:os.raw
+  "qemu-img convert -t none -f raw -O raw os.raw out.raw" write read:os.raw both:os.raw
 row qcow2 "$C os.qcow2 out.raw" "qemu-img convert -t none -f qcow2 -O raw os.qcow2 out.raw" \
-  "qemu-img convert -t none -f qcow2 -O raw os.qcow2 out.raw" write read:os.qcow2
+  "qemu-img convert -t none -f qcow2 -O raw os.qcow2 out.raw" write read:os.qcow2 both:os.qcow2
 row zqcow2 "$C os.z.qcow2 out.raw" "qemu-img convert -t none -f qcow2 -O raw os.z.qcow2 out.raw" \
   "qemu-img convert -t none -f qcow2 -O raw os.z.qcow2 out.raw" write read:os.z.qcow2 qcow2:os.z.qcow2 \
   "info:cmd:decode-1core:taskset -c 0 $LIMITBIN qcow2 os.z.qcow2"
@@ -50,5 +50,5 @@ if [ ! -f big8t.qcow2 ]; then
   qemu-img convert -f raw -O qcow2 one.raw small10g.qcow2
   cp small10g.qcow2 big8t.qcow2 && qemu-img resize -q big8t.qcow2 8T && rm one.raw
 fi
-row 8tib "$C big8t.qcow2 out.raw" "$C small10g.qcow2 out.raw" "$C small10g.qcow2 out.raw" write read:big8t.qcow2
+row 8tib "$C big8t.qcow2 out.raw" "$C small10g.qcow2 out.raw" "$C small10g.qcow2 out.raw" write read:big8t.qcow2 both:big8t.qcow2
 rm -f out.raw rss.txt scratch.img lim.img

@@ -12,6 +12,8 @@
 #                page-cached file of real data (dd bs=4M oflag=direct)
 #   read:FILE    COLD=1 only: one sequential read of FILE after dropping
 #                the page cache
+#   both:FILE    COLD=1 only: that read and the write at once, on the same
+#                disk (one virtio device here: they share its bandwidth)
 #   gz:FILE      single-core inflate of FILE into nothing (decodelimit gz)
 #   qcow2:FILE   our qcow2 reader into nothing (compressed clusters on the
 #                two decode threads the format allows; decodelimit qcow2)
@@ -76,6 +78,14 @@ limit_one() { # spec bytes -> "seconds name"
       [ "$COLD" = 1 ] || { echo "0 -"; return; }
       t=$(PREP='sync; echo 3 > /proc/sys/vm/drop_caches' median "limit-read-$id" "$LIMITBIN read ${spec#read:}")
       t="$t read"
+      ;;
+    both:*)
+      [ "$COLD" = 1 ] || { echo "0 -"; return; }
+      limit_one write "$bytes" > /dev/null # makes lim.src
+      t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-both-$id" \
+        "sh -c '$LIMITBIN read ${spec#both:} > /dev/null & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
+      rm -f lim.img
+      t="$t read+write"
       ;;
     gz:* | qcow2:*)
       t=$(PREP="cat ${spec#*:} > /dev/null" median "limit-${spec%%:*}-$id" "$LIMITBIN ${spec%%:*} ${spec#*:}")

@@ -465,48 +465,54 @@ fn walk<R: Read>(
             }
             _ => None,
         };
-        match whole {
-            Some(len) => {
-                let mut data = vec![0u8; len as usize];
-                read_full(input, &mut data)?;
-                let unpadded =
-                    header.bytes.len() as u64 + header.compressed.unwrap_or(0) + header.check_size;
-                index.append(unpadded, header.uncompressed.unwrap_or(0))?;
-                if workers.len() < 2 {
-                    let (jtx, jrx) = sync_channel::<Job>(1);
-                    let p = pool.clone();
-                    let h = std::thread::Builder::new()
-                        .name("xz-block".into())
-                        .spawn(move || worker(jrx, p))?;
-                    workers.push((jtx, h));
-                }
-                let job = Job {
-                    header: header.bytes,
-                    check: flags.check,
-                    data,
-                    out: tx,
-                };
-                workers[turn % workers.len()]
-                    .0
-                    .send(job)
-                    .map_err(|_| io::Error::other("xz worker stopped"))?;
-                turn += 1;
-            }
-            None => {
-                let lzma = inline.get_or_insert_with(Lzma::new);
-                match decode_block(lzma, &header.bytes, flags.check, input, &tx, pool) {
-                    Ok((unpadded, uncompressed)) => {
-                        // Block padding to a multiple of four, then the check:
-                        // lzma_block_decoder consumed both.
-                        index.append(unpadded, uncompressed)?;
-                        let _ = tx.send(Piece::End);
+        // From here a failure belongs to this block: the consumer reads it
+        // in order, after the blocks before it (a cut download inside a
+        // block is Truncated, like anywhere else).
+        let failed = tx.clone();
+        let block = (|| -> io::Result<()> {
+            match whole {
+                Some(len) => {
+                    let mut data = vec![0u8; len as usize];
+                    read_full(input, &mut data)?;
+                    let unpadded = header.bytes.len() as u64
+                        + header.compressed.unwrap_or(0)
+                        + header.check_size;
+                    index.append(unpadded, header.uncompressed.unwrap_or(0))?;
+                    if workers.len() < 2 {
+                        let (jtx, jrx) = sync_channel::<Job>(1);
+                        let p = pool.clone();
+                        let h = std::thread::Builder::new()
+                            .name("xz-block".into())
+                            .spawn(move || worker(jrx, p))?;
+                        workers.push((jtx, h));
                     }
-                    Err(e) => {
-                        let _ = tx.send(Piece::Failed(e));
-                        return Ok(()); // the consumer reports it
-                    }
+                    let job = Job {
+                        header: header.bytes,
+                        check: flags.check,
+                        data,
+                        out: tx,
+                    };
+                    workers[turn % workers.len()]
+                        .0
+                        .send(job)
+                        .map_err(|_| io::Error::other("xz worker stopped"))?;
+                    turn += 1;
+                }
+                None => {
+                    let lzma = inline.get_or_insert_with(Lzma::new);
+                    // lzma_block_decoder consumes the block's padding and
+                    // check too.
+                    let (unpadded, uncompressed) =
+                        decode_block(lzma, &header.bytes, flags.check, input, &tx, pool)?;
+                    index.append(unpadded, uncompressed)?;
+                    let _ = tx.send(Piece::End);
                 }
             }
+            Ok(())
+        })();
+        if let Err(e) = block {
+            let _ = failed.send(Piece::Failed(e));
+            return Ok(()); // the consumer reports it
         }
     }
     drop(workers);

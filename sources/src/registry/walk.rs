@@ -11,7 +11,7 @@ use formats::probe::{detect, PROBE_LEN};
 use formats::Probe;
 
 use super::manifest::Descriptor;
-use super::verified::Verified;
+use super::verified::{ReadAhead, Verified};
 use super::{RegistryError, Store};
 use crate::decode::decoder;
 use crate::peek::PeekReader;
@@ -241,7 +241,8 @@ impl Walker {
         // A kinded error from below (digest, truncation) keeps its kind.
         let pass = |e: io::Error| -> Result<RegistryError, Gone> { layer_err(&e) };
         let blob = self.store.blob(desc).map_err(Ok)?;
-        let mut raw = PeekReader::new(Box::new(Verified::new(blob, desc)) as Box<dyn Read + Send>);
+        let ahead = ReadAhead::spawn(Verified::new(blob, desc)).map_err(pass)?;
+        let mut raw = PeekReader::new(Box::new(ahead) as Box<dyn Read + Send>);
         let probe = detect(raw.peek(PROBE_LEN).map_err(pass)?);
         // Compression by magic, never by media type (T19).
         let plain: Box<dyn Read + Send> = match probe {
