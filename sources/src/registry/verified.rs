@@ -89,44 +89,6 @@ impl<R: Read> Read for Verified<R> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use formats::error::classify_io;
-
-    #[test]
-    fn a_blob_is_checked_for_size_and_digest_at_its_end() {
-        let data = b"hello".to_vec();
-        let desc = |digest: &str, size| Descriptor {
-            media_type: String::new(),
-            digest: digest.into(),
-            size,
-            urls: vec![],
-            platform: None,
-            annotations: Default::default(),
-        };
-        let good = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
-        let mut out = Vec::new();
-        Verified::new(&data[..], &desc(good, 5))
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
-        let wrong = format!("sha256:{}", "00".repeat(32));
-        let e = Verified::new(&data[..], &desc(&wrong, 5))
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert_eq!(classify_io(&e), ErrorKind::Integrity);
-        let e = Verified::new(&data[..], &desc(good, 6))
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert_eq!(classify_io(&e), ErrorKind::Truncated);
-        let e = Verified::new(&data[..], &desc(good, 4))
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert_eq!(classify_io(&e), ErrorKind::Integrity);
-    }
-}
-
 /// Bytes handed over at a time by [`ReadAhead`], and how many may wait.
 const AHEAD_CHUNK: usize = 256 << 10;
 const AHEAD_DEPTH: usize = 4;
@@ -202,5 +164,43 @@ impl Read for ReadAhead {
         buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::error::classify_io;
+
+    #[test]
+    fn a_blob_is_checked_for_size_and_digest_at_its_end() {
+        let data = b"hello".to_vec();
+        let desc = |digest: &str, size| Descriptor {
+            media_type: String::new(),
+            digest: digest.into(),
+            size,
+            urls: vec![],
+            platform: None,
+            annotations: Default::default(),
+        };
+        let good = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let mut out = Vec::new();
+        Verified::new(&data[..], &desc(good, 5))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let wrong = format!("sha256:{}", "00".repeat(32));
+        let e = Verified::new(&data[..], &desc(&wrong, 5))
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(classify_io(&e), ErrorKind::Integrity);
+        let e = Verified::new(&data[..], &desc(good, 6))
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(classify_io(&e), ErrorKind::Truncated);
+        let e = Verified::new(&data[..], &desc(good, 4))
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(classify_io(&e), ErrorKind::Integrity);
     }
 }
