@@ -108,6 +108,23 @@ impl Server {
         }
     }
 
+    /// A server whose volume is the loop device `lo`, as CDI mounts a
+    /// Block volume: `DESTINATION` is `/dev/cdi-block-volume` in its root.
+    pub(crate) fn on_block_volume(lo: &crate::common::Loop) -> Server {
+        let s = Server::spawn(&[("DESTINATION", "/dev/cdi-block-volume")]);
+        let rdev = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&lo.dev).unwrap().rdev()
+        };
+        let node = std::ffi::CString::new(s.root().join("dev/cdi-block-volume").to_str().unwrap())
+            .unwrap();
+        // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
+        let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
+        assert_eq!(rc, 0);
+        std::thread::sleep(Duration::from_millis(500));
+        s
+    }
+
     pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
@@ -544,17 +561,7 @@ fn archive_uploads_extract_and_block_volumes_take_images() {
     let c: Disk = disk(55);
     let q = write(t.path(), "d.qcow2", &c.qcow2);
     let lo = crate::common::Loop::new(16 << 20, 0x5a);
-    let mut s = Server::spawn(&[("DESTINATION", "/dev/cdi-block-volume")]);
-    let rdev = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&lo.dev).unwrap().rdev()
-    };
-    let node =
-        std::ffi::CString::new(s.root().join("dev/cdi-block-volume").to_str().unwrap()).unwrap();
-    // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
-    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
-    assert_eq!(rc, 0);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut s = Server::on_block_volume(&lo);
     assert_eq!(s.post("/v1beta1/upload", &q).0, 200);
     assert_eq!(s.wait().0, Some(0));
     let dev = lo.read();

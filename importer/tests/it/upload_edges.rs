@@ -151,17 +151,7 @@ fn a_filesystem_clone_onto_a_block_volume_writes_the_disk_image_entry() {
     let t = tmp();
     let f = write(t.path(), "clone.sz", &enc.into_inner().unwrap());
     let lo = crate::common::Loop::new(16 << 20, 0x5a);
-    let mut s = Server::spawn(&[("DESTINATION", "/dev/cdi-block-volume")]);
-    let rdev = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&lo.dev).unwrap().rdev()
-    };
-    let node =
-        std::ffi::CString::new(s.root().join("dev/cdi-block-volume").to_str().unwrap()).unwrap();
-    // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
-    let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
-    assert_eq!(rc, 0);
-    std::thread::sleep(Duration::from_millis(500));
+    let mut s = Server::on_block_volume(&lo);
     let (code, body) = s.curl(
         Some(CN),
         &[
