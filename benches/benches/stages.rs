@@ -15,26 +15,9 @@ use formats::ExtentReader;
 const SIZE: usize = 64 << 20;
 const CLUSTER: u64 = 65536;
 
-/// Disk-like content: compressible runs, noise, zero MiBs (as throughput.rs).
+/// Disk-like content (benches/src/lib.rs).
 fn disk_like() -> Vec<u8> {
-    let mut v = vec![0u8; SIZE];
-    let mut x: u32 = 0x1234_5678;
-    for (i, chunk) in v.chunks_mut(1 << 20).enumerate() {
-        if i % 4 == 3 {
-            continue;
-        }
-        for (j, b) in chunk.iter_mut().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *b = if j % 7 == 0 {
-                (x >> 24) as u8
-            } else {
-                (x & 0x0f) as u8
-            };
-        }
-    }
-    v
+    benches::disk_like(SIZE)
 }
 
 /// A qcow2 (v3, 64 KiB clusters) holding `data` in order, laid out as

@@ -16,27 +16,9 @@ use sources::peek::PeekReader;
 
 const SIZE: usize = 64 << 20;
 
-/// Disk-like content: compressible "binary" data runs and zero runs.
+/// Disk-like content (benches/src/lib.rs).
 fn disk_like() -> Vec<u8> {
-    let mut v = vec![0u8; SIZE];
-    let mut x: u32 = 0x1234_5678;
-    for (i, chunk) in v.chunks_mut(1 << 20).enumerate() {
-        if i % 4 == 3 {
-            continue; // a zero MiB
-        }
-        for (j, b) in chunk.iter_mut().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            // Mostly small values: compresses about 3:1 like binaries.
-            *b = if j % 7 == 0 {
-                (x >> 24) as u8
-            } else {
-                (x & 0x0f) as u8
-            };
-        }
-    }
-    v
+    benches::disk_like(SIZE)
 }
 
 fn decode_all(kind: Probe, input: &[u8]) -> u64 {
