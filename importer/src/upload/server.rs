@@ -390,8 +390,13 @@ pub(super) fn serve(s: UploadSettings) -> Result<Ending, String> {
         s.min_version.as_deref(),
         s.ciphers.as_deref(),
     )?;
+    // One worker: the server takes one upload at a time, and its
+    // connection (TLS, HTTP) is one task. With two workers that task
+    // moved between them, and the wake-ups and cold caches made a 2 GB
+    // upload 1.85-1.99 s instead of 1.60-1.66 s (benches/RESULTS.md,
+    // issue 13). The pipeline has its own threads; nothing here blocks.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("upload")
         .enable_all()
         .build()
