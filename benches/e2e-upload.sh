@@ -60,7 +60,8 @@ LIMITBIN=$(realpath "$(dirname "$BIN")/decodelimit")
 header
 # The link's limit: the same upload to a server that drops it.
 row upload-cdi "bash $D/up-ours.sh os.qcow2" "curl upload to a scratch file, then qemu-img convert -t none" "bash $D/up-cdi.sh os.qcow2" \
-  write read:os.qcow2 both:os.qcow2 "cmd:upload-drop:$CURL -T os.qcow2 https://127.0.0.1:18601/"
+  write read:os.qcow2 both:os.qcow2 "cmd:upload-drop:$CURL -T os.qcow2 https://127.0.0.1:18601/" \
+  "cmdwrite:upload-drop:$CURL -T os.qcow2 https://127.0.0.1:18601/"
 row upload-rawxz "bash $D/up-ours.sh os.raw.xz" "$BIN convert os.raw.xz out.raw" "$BIN convert --no-progress os.raw.xz out.raw" \
   write read:os.raw.xz "cmd:xz-T2:sh -c 'xz -T2 -dc os.raw.xz > /dev/null'"
 # Peak RSS of the server alone (the rows' RSS column is the whole script).

@@ -18,7 +18,11 @@
 #   qcow2:FILE   our qcow2 reader into nothing (compressed clusters on the
 #                two decode threads the format allows; decodelimit qcow2)
 #   cmd:NAME:CMD any other limit command (curl to /dev/null, xz -T2 -dc,
-#                an upload to a server that drops it)
+#                an upload to a server that drops it); with COLD=1 the page
+#                cache is dropped before each run, as for ours
+#   cmdwrite:NAME:CMD  COLD=1 only: CMD and the write at once (e.g. the
+#                upload to a dropping server while the disk takes the
+#                output: client and server share this machine's one disk)
 #   info:SPEC    SPEC measured and reported in the notes, not part of the
 #                row's limit (e.g. single-core decode where a stricter
 #                two-core figure bounds the row)
@@ -93,9 +97,20 @@ limit_one() { # spec bytes -> "seconds name"
       ;;
     cmd:*)
       local rest=${spec#cmd:}
-      local name=${rest%%:*}
-      t=$(PREP=sync median "limit-$name-$id" "${rest#*:}")
+      local name=${rest%%:*} cprep=sync
+      [ "$COLD" = 1 ] && cprep='sync; echo 3 > /proc/sys/vm/drop_caches'
+      t=$(PREP=$cprep median "limit-$name-$id" "${rest#*:}")
       t="$t $name"
+      ;;
+    cmdwrite:*)
+      [ "$COLD" = 1 ] || { echo "0 -"; return; }
+      limit_one write "$bytes" > /dev/null # makes lim.src
+      local rest=${spec#cmdwrite:}
+      local name=${rest%%:*}
+      t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-$name-$id" \
+        "sh -c '${rest#*:} & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
+      rm -f lim.img
+      t="$t $name+write"
       ;;
   esac
   echo "$t" | tee "$key"
