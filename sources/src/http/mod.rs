@@ -209,8 +209,13 @@ impl HttpClient {
             .pool_max_idle_per_host(opts.connections.max(1) + 1)
             .build()
             .map_err(|e| HttpError::Config(format!("HTTP client setup: {e}")))?;
+        // One worker, as the upload server: the reads are a few
+        // connections' tasks, and two workers moved them between threads
+        // for nothing (warm os.qcow2 over HTTP, 2.07 GB: 1.01-1.26 s with
+        // two, 0.92-1.12 s with one; benches/RESULTS.md, issue 13). The
+        // pipeline's own threads do the rest; nothing here blocks.
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("http")
             .enable_all()
             .build()
