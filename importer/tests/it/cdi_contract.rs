@@ -263,7 +263,7 @@ fn a_block_volume_is_invalidated_after_a_checksum_mismatch() {
     for body in [raw.clone(), q, gz(&raw)] {
         let lo = Loop::new(16 * MIB as usize, 0x5a);
         let pod = Pod::new();
-        crate::import::block_volume(&pod, &lo.dev);
+        lo.node_in(pod.root());
         let s = serve(body);
         let bad = format!("md5:{}", "0".repeat(32));
         let out = pod.run(&[

@@ -208,6 +208,18 @@ pub struct Loop {
 }
 
 impl Loop {
+    /// Makes `root/dev/cdi-block-volume` a device node for this loop
+    /// device: a pod root (import or upload) whose volume is a CDI Block
+    /// volume.
+    pub fn node_in(&self, root: &Path) {
+        let rdev = std::fs::metadata(&self.dev).unwrap().rdev();
+        let node = root.join("dev/cdi-block-volume");
+        let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+        // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
+        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
+        assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    }
+
     /// A loop device of `size` bytes whose content is `fill` everywhere.
     pub fn new(size: usize, fill: u8) -> Loop {
         let mut f = tempfile::NamedTempFile::new().unwrap();

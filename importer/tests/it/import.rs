@@ -375,16 +375,6 @@ fn ready_file_is_waited_for_and_done_file_written() {
     assert!(!pod.disk().exists());
 }
 
-/// Creates `root/dev/cdi-block-volume` as a device node for `dev`.
-pub(crate) fn block_volume(pod: &Pod, dev: &str) {
-    let rdev = std::fs::metadata(dev).unwrap().rdev();
-    let node = pod.root().join("dev/cdi-block-volume");
-    let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
-    // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
-    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn block_volume_import_and_blank() {
     if !privileged() {
@@ -393,7 +383,7 @@ fn block_volume_import_and_blank() {
     let Some(n) = nginx() else { return };
     let lo = Loop::new(16 << 20, 0x5a);
     let pod = Pod::new();
-    block_volume(&pod, &lo.dev);
+    lo.node_in(pod.root());
     let url = n.url("disk.qcow2");
     let out = pod.run(&[("IMPORTER_ENDPOINT", &url), ("IMPORTER_IMAGE_SIZE", "16Mi")]);
     assert_eq!(pod.json(&out)["message"], "Import Complete");
@@ -407,7 +397,7 @@ fn block_volume_import_and_blank() {
     // whole device is zeroed.
     let lo = Loop::new(8 << 20, 0x5a);
     let pod = Pod::new();
-    block_volume(&pod, &lo.dev);
+    lo.node_in(pod.root());
     let out = pod.run(&[("IMPORTER_SOURCE", "none")]);
     assert_eq!(pod.json(&out)["preallocationApplied"], false);
     assert!(lo.read().iter().all(|&b| b == 0x5a));

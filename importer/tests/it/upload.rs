@@ -112,15 +112,7 @@ impl Server {
     /// Block volume: `DESTINATION` is `/dev/cdi-block-volume` in its root.
     pub(crate) fn on_block_volume(lo: &crate::common::Loop) -> Server {
         let s = Server::spawn(&[("DESTINATION", "/dev/cdi-block-volume")]);
-        let rdev = {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(&lo.dev).unwrap().rdev()
-        };
-        let node = std::ffi::CString::new(s.root().join("dev/cdi-block-volume").to_str().unwrap())
-            .unwrap();
-        // SAFETY: mknod reads a valid NUL-terminated path; plain integers.
-        let rc = unsafe { libc::mknod(node.as_ptr(), libc::S_IFBLK | 0o600, rdev) };
-        assert_eq!(rc, 0);
+        lo.node_in(s.root());
         std::thread::sleep(Duration::from_millis(500));
         s
     }
