@@ -60,6 +60,15 @@ allocated() { # bytes allocated by the output the last run left behind
   done
   echo 0
 }
+with_write() { # name cmd -> seconds of CMD and the row's write at once, cold
+  # (called from limit_one: uses its $bytes and $id)
+  local t
+  limit_one write "$bytes" > /dev/null # makes lim.src
+  t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-$1-$id" \
+    "sh -c '$2 & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
+  rm -f lim.img
+  echo "$t"
+}
 limit_one() { # spec bytes -> "seconds name"
   local spec=$1 bytes=$2 key t
   local id
@@ -85,11 +94,7 @@ limit_one() { # spec bytes -> "seconds name"
       ;;
     both:*)
       [ "$COLD" = 1 ] || { echo "0 -"; return; }
-      limit_one write "$bytes" > /dev/null # makes lim.src
-      t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-both-$id" \
-        "sh -c '$LIMITBIN read ${spec#both:} > /dev/null & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
-      rm -f lim.img
-      t="$t read+write"
+      t="$(with_write both "$LIMITBIN read ${spec#both:} > /dev/null") read+write"
       ;;
     gz:* | qcow2:*)
       t=$(PREP="cat ${spec#*:} > /dev/null" median "limit-${spec%%:*}-$id" "$LIMITBIN ${spec%%:*} ${spec#*:}")
@@ -104,13 +109,9 @@ limit_one() { # spec bytes -> "seconds name"
       ;;
     cmdwrite:*)
       [ "$COLD" = 1 ] || { echo "0 -"; return; }
-      limit_one write "$bytes" > /dev/null # makes lim.src
       local rest=${spec#cmdwrite:}
       local name=${rest%%:*}
-      t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-$name-$id" \
-        "sh -c '${rest#*:} & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
-      rm -f lim.img
-      t="$t $name+write"
+      t="$(with_write "$name" "${rest#*:}") $name+write"
       ;;
   esac
   echo "$t" | tee "$key"
