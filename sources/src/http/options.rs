@@ -89,7 +89,7 @@ impl Default for HttpOptions {
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(600),
             deadline: None,
-            connections: 4,
+            connections: 8,
             egress: EgressPolicy::default(),
             client_cert: None,
         }
