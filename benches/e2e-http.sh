@@ -17,8 +17,8 @@ SHARED=$(cd "$(dirname "$0")" && pwd)
 FAST=${RUNS:-5}
 SLOW=${RUNS:-3}
 RUNS=$FAST
-command -v hyperfine >/dev/null && command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
-  apt-get update -qq && apt-get install -y -qq hyperfine nginx-light curl time >/dev/null; }
+command -v nginx >/dev/null && command -v curl >/dev/null && [ -x /usr/bin/time ] || {
+  apt-get update -qq && apt-get install -y -qq nginx-light curl time >/dev/null; }
 cd "$D"
 sed "s#root .;#root $D;#" "$SHARED/nginx.conf" > nginx.run.conf
 nginx -c "$D/nginx.run.conf" -p "$D" 2>/dev/null || true

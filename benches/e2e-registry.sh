@@ -13,8 +13,8 @@ D=$(cd "${1:?bench dir}" && pwd)
 BIN=$(realpath "${2:-target/release/diskimport}")
 ROWS=$(realpath "$(dirname "$0")/rows.sh")
 RUNS=${RUNS:-3}
-command -v hyperfine >/dev/null && command -v docker-registry >/dev/null && command -v skopeo >/dev/null && [ -x /usr/bin/time ] || {
-  apt-get update -qq && apt-get install -y -qq hyperfine docker-registry skopeo jq time >/dev/null; }
+command -v docker-registry >/dev/null && command -v skopeo >/dev/null && [ -x /usr/bin/time ] || {
+  apt-get update -qq && apt-get install -y -qq docker-registry skopeo jq time >/dev/null; }
 cd "$D"
 mkdir -p registry-store
 cat > registry.yml <<YML
@@ -44,7 +44,7 @@ C="$BIN convert --no-progress"
 LAYER=$(find registry-store -name data -size +100M | head -1)
 LIMITS="write read:$LAYER both:$LAYER gz:$LAYER"
 header
-# CDI's path, as a script (no quoting through hyperfine's shell).
+# CDI's path, as a script (no nested quoting).
 cat > cdi-registry.sh <<SH
 set -e
 skopeo copy --quiet --src-tls-verify=false $REF dir:scratch

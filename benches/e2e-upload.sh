@@ -15,7 +15,7 @@ BIN=$(realpath "${2:-target/release/diskimport}")
 SINK=$(realpath "$(dirname "$BIN")/sinkserve")
 ROWS=$(realpath "$(dirname "$0")/rows.sh")
 RUNS=${RUNS:-3}
-command -v hyperfine >/dev/null && [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq hyperfine time >/dev/null; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 cd "$D"
 P=$D/upload-pki
 if [ ! -f "$P/client.crt" ]; then

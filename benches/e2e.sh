@@ -14,8 +14,8 @@ LIMITBIN=$(realpath "$(dirname "$BIN")/decodelimit")
 # Fast rows get more runs (this disk's noise is about 20% run to run).
 FAST=${RUNS:-5}
 SLOW=${RUNS:-3}
-command -v hyperfine >/dev/null && command -v pigz >/dev/null && [ -x /usr/bin/time ] || {
-  apt-get update -qq && apt-get install -y -qq hyperfine pigz time >/dev/null; }
+command -v pigz >/dev/null && [ -x /usr/bin/time ] || {
+  apt-get update -qq && apt-get install -y -qq pigz time >/dev/null; }
 cd "$D"
 PREP='rm -f out.raw scratch.img; sync'
 WARMUP=1

@@ -1,7 +1,10 @@
 # Shared by the e2e-*.sh scripts: one comparison row of the results table,
-# with the physical limit that bounds it, measured in the same run.
+# with the physical limits that bound it, measured with the row and in
+# turns with it: run 1 of ours, of the anchor and of every limit, then run
+# 2 of each, and so on (benches/interleave.py), so the drift of this VM's
+# disk lands on all of them alike instead of deciding a ratio.
 # The caller sets RUNS, WARMUP, PREP (run before every timed run and before
-# the RSS run), TAG (prefix of the hyperfine JSON files), ONLY (labels to
+# the RSS run), TAG (prefix of the JSON files of times), ONLY (labels to
 # run; empty: all), COLD (1: the page cache is dropped before every run of
 # ours and the anchor's, and a cold read of the input joins the limits),
 # LIMITBIN (benches' decodelimit) and works in the bench directory.
@@ -27,26 +30,23 @@
 #                row's limit (e.g. single-core decode where a stricter
 #                two-core figure bounds the row)
 # The row's limit is the largest of its limits: the time the machine needs
-# for the slowest resource if every stage overlapped perfectly.
+# for the slowest resource if every stage overlapped perfectly. Limits are
+# measured again for every row, in turns with it (not once per script).
 
 COLD=${COLD:-0}
-if [ "$COLD" = 1 ]; then PREP="$PREP; echo 3 > /proc/sys/vm/drop_caches"; TAG="$TAG-cold"; fi
-# Limits are measured once per script run and kept here (rows run in
-# subshells, so a shell variable would not keep them).
-LIMIT_CACHE=$(mktemp -d)
+DROP='sync; echo 3 > /proc/sys/vm/drop_caches'
+if [ "$COLD" = 1 ]; then PREP="$PREP; $DROP"; TAG="$TAG-cold"; fi
+INTERLEAVE=$(realpath "$(dirname "${BASH_SOURCE[0]}")/interleave.py")
+# The disk write every write limit times, and what comes before it: the
+# source file in the page cache, so only the write is timed.
+DD='dd if=lim.src of=lim.img bs=4M oflag=direct status=none'
+WPREP='rm -f lim.img; sync; cat lim.src > /dev/null'
 
-median() { # name cmd -> median seconds
-  local name=$1 prep
-  shift
-  # hyperfine -N runs --prepare without a shell too: PREP goes in a script.
-  prep=$LIMIT_CACHE/prep-$name.sh
-  printf '%s\n' "$PREP" > "$prep"
-  hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --prepare "sh $prep" --export-json "$TAG-$name.json" "$@" >/dev/null 2>&1 ||
-    hyperfine --runs "$RUNS" --warmup "$WARMUP" --prepare "sh $prep" --export-json "$TAG-$name.json" "$@" >/dev/null
-  python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$TAG-$name.json"
+med() { # json file -> its median, seconds
+  python3 -c "import json,sys; print('%.2f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"
 }
-times() { # name -> every run's seconds
-  python3 -c "import json,sys; print(', '.join('%.2f' % t for t in json.load(open(sys.argv[1]))['results'][0]['times']))" "$TAG-$1.json"
+times() { # json file -> every run's seconds
+  python3 -c "import json,sys; print(', '.join('%.2f' % t for t in json.load(open(sys.argv[1]))['results'][0]['times']))" "$1"
 }
 rss() { # cmd... -> peak RSS in MiB
   sh -c "$PREP"
@@ -60,91 +60,82 @@ allocated() { # bytes allocated by the output the last run left behind
   done
   echo 0
 }
-with_write() { # name cmd -> seconds of CMD and the row's write at once, cold
-  # (called from limit_one: uses its $bytes and $id)
-  local t
-  limit_one write "$bytes" > /dev/null # makes lim.src
-  t=$(PREP='rm -f lim.img; sync; echo 3 > /proc/sys/vm/drop_caches; cat lim.src > /dev/null' median "limit-$1-$id" \
-    "sh -c '$2 & dd if=lim.src of=lim.img bs=4M oflag=direct status=none; wait'")
-  rm -f lim.img
-  echo "$t"
+make_src() { # bytes: lim.src, a file of real data as long as the output's allocated bytes
+  if [ "$(stat -c %s lim.src 2>/dev/null || echo 0)" != "$1" ]; then
+    { cat os.qcow2 os.qcow2 os.qcow2 os.qcow2 || true; } | head -c "$1" > lim.src
+  fi
 }
-limit_one() { # spec bytes -> "seconds name"
-  local spec=$1 bytes=$2 key t
-  local id
-  id=$(echo "$spec@$bytes" | md5sum | cut -c1-8)
-  key=$LIMIT_CACHE/$id
-  if [ -f "$key" ]; then cat "$key"; return; fi
+limit_triple() { # spec bytes -> LNAME LPREP LCMD (LNAME - when the spec does not apply here)
+  local spec=$1 rest
+  LNAME=- LPREP=: LCMD=:
   case $spec in
     write)
-      # A file of real data, as long as the output's allocated bytes,
-      # kept in the page cache so only the write is timed.
-      if [ "$(stat -c %s lim.src 2>/dev/null || echo 0)" != "$bytes" ]; then
-        { cat os.qcow2 os.qcow2 os.qcow2 os.qcow2 || true; } | head -c "$bytes" > lim.src
-      fi
-      t=$(PREP='rm -f lim.img; sync; cat lim.src > /dev/null' median "limit-write-$id" \
-        "dd if=lim.src of=lim.img bs=4M oflag=direct status=none")
-      rm -f lim.img
-      t="$t write"
+      make_src "$2"
+      LNAME=write LPREP=$WPREP LCMD=$DD
       ;;
     read:*)
-      [ "$COLD" = 1 ] || { echo "0 -"; return; }
-      t=$(PREP='sync; echo 3 > /proc/sys/vm/drop_caches' median "limit-read-$id" "$LIMITBIN read ${spec#read:}")
-      t="$t read"
+      [ "$COLD" = 1 ] || return 0
+      LNAME=read LPREP=$DROP LCMD="$LIMITBIN read ${spec#read:}"
       ;;
     both:*)
-      [ "$COLD" = 1 ] || { echo "0 -"; return; }
-      t="$(with_write both "$LIMITBIN read ${spec#both:} > /dev/null") read+write"
+      [ "$COLD" = 1 ] || return 0
+      make_src "$2"
+      LNAME=read+write LPREP="$WPREP; $DROP; cat lim.src > /dev/null"
+      LCMD="sh -c '$LIMITBIN read ${spec#both:} > /dev/null & $DD; wait'"
       ;;
     gz:* | qcow2:*)
-      t=$(PREP="cat ${spec#*:} > /dev/null" median "limit-${spec%%:*}-$id" "$LIMITBIN ${spec%%:*} ${spec#*:}")
-      t="$t decode"
+      LNAME=decode LPREP="cat ${spec#*:} > /dev/null" LCMD="$LIMITBIN ${spec%%:*} ${spec#*:}"
       ;;
     cmd:*)
-      local rest=${spec#cmd:}
-      local name=${rest%%:*} cprep=sync
-      [ "$COLD" = 1 ] && cprep='sync; echo 3 > /proc/sys/vm/drop_caches'
-      t=$(PREP=$cprep median "limit-$name-$id" "${rest#*:}")
-      t="$t $name"
+      rest=${spec#cmd:}
+      LNAME=${rest%%:*} LPREP=sync LCMD=${rest#*:}
+      if [ "$COLD" = 1 ]; then LPREP=$DROP; fi
       ;;
     cmdwrite:*)
-      [ "$COLD" = 1 ] || { echo "0 -"; return; }
-      local rest=${spec#cmdwrite:}
-      local name=${rest%%:*}
-      t="$(with_write "$name" "${rest#*:}") $name+write"
+      [ "$COLD" = 1 ] || return 0
+      make_src "$2"
+      rest=${spec#cmdwrite:}
+      LNAME=${rest%%:*}+write LPREP="$WPREP; $DROP; cat lim.src > /dev/null"
+      LCMD="sh -c '${rest#*:} & $DD; wait'"
       ;;
   esac
-  echo "$t" | tee "$key"
+  return 0
 }
-row() { # label ours-cmd anchor-label anchor-cmd [limit...]: prints a table row, the individual times to stderr
-  local label=$1 ours=$2 alabel=$3 anchor=$4 o a r m bytes l lim=0 limname=- s spec lr
+row() { # label ours-cmd anchor-cmd-label anchor-cmd [limit...]: prints a table row, the individual times to stderr
+  local label=$1 ours=$2 alabel=$3 anchor=$4 o a r m bytes lim=0 limname=- spec info s lr said= each=
   shift 4
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $label "* ]]; then return; fi
-  o=$(median "ours-$label" "$ours")
-  a=$(median "anchor-$label" "$anchor")
-  r=$(python3 -c "print('%.2f' % ($o / $a))")
+  # The RSS run first: it also leaves the output whose size the write
+  # limits take.
   m=$(rss sh -c "$ours")
   bytes=$(allocated)
+  local args=(ours "$PREP" "$ours" anchor "$PREP" "$anchor") names=() infos=()
   for spec in "$@"; do
-    [[ $spec == info:* ]] && continue
-    l=$(limit_one "$spec" "$bytes")
-    s=${l%% *}
-    if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$s" "$lim"; then
-      lim=$s limname=${l#* }
+    info=0
+    [[ $spec == info:* ]] && info=1 spec=${spec#info:}
+    limit_triple "$spec" "$bytes"
+    [ "$LNAME" = - ] && continue
+    args+=("lim-$LNAME" "$LPREP" "$LCMD")
+    names+=("$LNAME")
+    infos+=("$info")
+  done
+  python3 "$INTERLEAVE" --runs "$RUNS" --warmup "$WARMUP" --out "$TAG-$label" "${args[@]}"
+  rm -f lim.img
+  o=$(med "$TAG-$label-ours.json")
+  a=$(med "$TAG-$label-anchor.json")
+  r=$(python3 -c "print('%.2f' % ($o / $a))")
+  local i
+  for i in "${!names[@]}"; do
+    s=$(med "$TAG-$label-lim-${names[$i]}.json")
+    said="$said ${names[$i]}=$s"
+    each="$each; ${names[$i]} $(times "$TAG-$label-lim-${names[$i]}.json")"
+    if [ "${infos[$i]}" = 0 ] && python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$s" "$lim"; then
+      lim=$s limname=${names[$i]}
     fi
   done
   if [ "$limname" = - ]; then lr=-; else lr="$(python3 -c "print('%.2f' % ($o / $lim))")x"; lim="$lim s"; fi
   echo "| \`$ours\` | $o s | \`$alabel\` | $a s | ${r}x | $limname | $lim | $lr | $m MiB |"
-  echo "  times ($label): ours $(times "ours-$label"); anchor $(times "anchor-$label"); limits of $bytes output bytes: $(limits_said "$bytes" "$@")" >&2
-}
-limits_said() { # bytes spec... -> every limit of the row, for the notes
-  local bytes=$1 spec out= l
-  shift
-  for spec in "$@"; do
-    l=$(limit_one "${spec#info:}" "$bytes")
-    [ "${l#* }" = - ] || out="$out ${l#* }=${l%% *}"
-  done
-  echo "${out# }"
+  echo "  times ($label, in turns): ours $(times "$TAG-$label-ours.json"); anchor $(times "$TAG-$label-anchor.json")$each; limits of $bytes output bytes:$said" >&2
 }
 header() {
   echo "| ours | median | anchor | median | ours/anchor | limit | limit median | ours/limit | peak RSS |"
