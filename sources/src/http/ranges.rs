@@ -60,7 +60,7 @@ struct Cache {
     tick: u64,
 }
 
-/// Spare block buffers: a fresh 2 MiB buffer costs page faults and
+/// Spare block buffers: a fresh block buffer costs page faults and
 /// zeroing in the kernel for every block, so a block's buffer comes back
 /// here when the last reference to it (the cache, or an extent on its way
 /// to the target) is gone.
