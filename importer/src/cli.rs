@@ -70,7 +70,7 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SECS")]
     deadline: Option<f64>,
     /// Parallel connections for range reads of qcow2 images.
-    #[arg(long, default_value = "8", value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = sources::http::DEFAULT_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: u16,
     /// Allow connecting to this address or range even when denied. Repeatable.
     #[arg(long, value_name = "CIDR")]

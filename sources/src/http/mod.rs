@@ -38,7 +38,7 @@ pub(crate) use classify::{bad_range, status_failure};
 use classify::{body_error, check_scheme, classify_reqwest};
 pub use egress::{Cidr, EgressPolicy};
 pub use error::HttpError;
-pub use options::{parse_header, read_header_dir, HttpOptions, RetryPolicy};
+pub use options::{parse_header, read_header_dir, HttpOptions, RetryPolicy, DEFAULT_CONNECTIONS};
 pub use ranges::HttpRanges;
 pub use stats::{HttpCounts, HttpStats};
 pub use stream::HttpBody;

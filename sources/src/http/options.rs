@@ -78,6 +78,11 @@ pub struct HttpOptions {
     pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
+/// Parallel connections for range reads unless told otherwise: measured
+/// with the range block size (ranges.rs, benches/RESULTS.md "Range
+/// blocks"); the CLI's `--connections` default is this too.
+pub const DEFAULT_CONNECTIONS: u16 = 8;
+
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
@@ -89,7 +94,7 @@ impl Default for HttpOptions {
             retry: RetryPolicy::default(),
             idle_timeout: Duration::from_secs(600),
             deadline: None,
-            connections: 8,
+            connections: usize::from(DEFAULT_CONNECTIONS),
             egress: EgressPolicy::default(),
             client_cert: None,
         }
