@@ -8,8 +8,8 @@ them and decide the ratio. In turns, every command sees the same drift.
 
 Usage: interleave.py --runs N --warmup W --out PREFIX NAME PREP CMD [NAME PREP CMD...]
 PREP runs (sh -c, untimed) before every run of CMD, warm-up runs too.
-Writes PREFIX-NAME.json as hyperfine does ({"results": [{"median",
-"times"}]}) so the readers of hyperfine's files read these as well.
+Writes PREFIX-NAME.json in hyperfine's layout ({"results": [{"median",
+"times"}]}), which rows.sh reads.
 """
 
 import argparse

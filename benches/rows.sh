@@ -65,6 +65,10 @@ make_src() { # bytes: lim.src, a file of real data as long as the output's alloc
     { cat os.qcow2 os.qcow2 os.qcow2 os.qcow2 || true; } | head -c "$1" > lim.src
   fi
 }
+with_write() { # name cmd -> LNAME LPREP LCMD: CMD and the row's write at once, cold
+  LNAME=$1+write LPREP="rm -f lim.img; $DROP; cat lim.src > /dev/null"
+  LCMD="sh -c '$2 & $DD; wait'"
+}
 limit_triple() { # spec bytes -> LNAME LPREP LCMD (LNAME - when the spec does not apply here)
   local spec=$1 rest
   LNAME=- LPREP=: LCMD=:
@@ -80,8 +84,7 @@ limit_triple() { # spec bytes -> LNAME LPREP LCMD (LNAME - when the spec does no
     both:*)
       [ "$COLD" = 1 ] || return 0
       make_src "$2"
-      LNAME=read+write LPREP="$WPREP; $DROP; cat lim.src > /dev/null"
-      LCMD="sh -c '$LIMITBIN read ${spec#both:} > /dev/null & $DD; wait'"
+      with_write read "$LIMITBIN read ${spec#both:} > /dev/null"
       ;;
     gz:* | qcow2:*)
       LNAME=decode LPREP="cat ${spec#*:} > /dev/null" LCMD="$LIMITBIN ${spec%%:*} ${spec#*:}"
@@ -95,8 +98,7 @@ limit_triple() { # spec bytes -> LNAME LPREP LCMD (LNAME - when the spec does no
       [ "$COLD" = 1 ] || return 0
       make_src "$2"
       rest=${spec#cmdwrite:}
-      LNAME=${rest%%:*}+write LPREP="$WPREP; $DROP; cat lim.src > /dev/null"
-      LCMD="sh -c '${rest#*:} & $DD; wait'"
+      with_write "${rest%%:*}" "${rest#*:}"
       ;;
   esac
   return 0
